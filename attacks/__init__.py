@@ -1,0 +1,27 @@
+"""Gradient attacks with CleverHans 4.0.0's tf2 names and signatures, as compiled TF code.
+
+Each attack works inside a tf.function (it adds its ops to the caller's graph, e.g. an
+adversarial-training step) and standalone (called eagerly it runs through a module-level
+tf.function, traced once per model_fn and input shape). Numerics are float32 throughout.
+"""
+
+from attacks.fgm import fast_gradient_method, loss_gradient, optimize_linear
+from attacks.losses import cross_entropy_loss, margin_loss
+from attacks.mim import momentum_iterative_method
+from attacks.pgd import projected_gradient_descent
+from attacks.projection import clip_eta, clip_to_box, l2_norm, project, random_lp_vector
+
+__all__ = [
+    "clip_eta",
+    "clip_to_box",
+    "cross_entropy_loss",
+    "fast_gradient_method",
+    "l2_norm",
+    "loss_gradient",
+    "margin_loss",
+    "momentum_iterative_method",
+    "optimize_linear",
+    "project",
+    "projected_gradient_descent",
+    "random_lp_vector",
+]

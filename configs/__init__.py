@@ -1,0 +1,4 @@
+"""Named presets: ``--preset NAME`` sets these flags unless they are given explicitly."""
+from configs.presets import PRESETS
+
+__all__ = ["PRESETS"]

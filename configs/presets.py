@@ -1,0 +1,17 @@
+"""Named settings for ``run.py --preset NAME``; flags given on the command line win.
+
+paper  The paper's Table 1: full-width classifier, batch 128, Adam 5e-4, EMA 0.998, 200 epochs,
+       all of the training set. ``python run.py --mode train --defense pgd --preset paper``.
+cpu    Sized for a 2-core CPU: see the README for what it reaches on the CIFAR-10 copy.
+smoke  Seconds, for tests and a first try: a tiny classifier on 512 training images, one epoch.
+"""
+from __future__ import annotations
+
+PRESETS: dict[str, dict] = {
+    "paper": dict(width=1.0, batch_size=128, lr=5e-4, ema_decay=0.998, epochs=200,
+                  train_limit=0, test_limit=0),
+    "cpu": dict(width=0.25, gen_width=0.25, batch_size=128, epochs=15, train_limit=10000,
+                test_limit=2000, monitor_size=512),
+    "smoke": dict(width=0.25, gen_width=0.25, batch_size=64, epochs=1, train_limit=2048,
+                  test_limit=512, monitor_size=128, log_every_steps=4),
+}

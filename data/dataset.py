@@ -1,0 +1,116 @@
+"""The config, error and in-memory dataset types that the rest of the project codes against."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped", "mnist")
+FOLDER_PREFIX = "folder:"
+AUGMENTATIONS = ("auto", "none", "shift", "flip_shift")
+FOLDER_LAYOUT_HINT = "PATH/{train,test}/<class>/*.jpg"
+
+
+class DatasetError(ValueError):
+    """Bad dataset input or data not available.
+
+    str(err) is one line that names the problem and the fix, so that run.py can
+    print it as is and exit instead of showing a traceback.
+    """
+
+
+def dataset_choices() -> str:
+    """The accepted --dataset values, in words, for error messages."""
+    return f"{', '.join(TFDS_DATASETS)}, or {FOLDER_PREFIX}PATH with {FOLDER_LAYOUT_HINT}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which data to load and how to augment it.
+
+    Validated on construction so that bad flags fail before any slow work.
+    """
+
+    dataset: str = "cifar10"  # one of TFDS_DATASETS, or "folder:PATH"
+    data_dir: str | None = None  # tfds data_dir; None = tfds default (~/tensorflow_datasets)
+    train_limit: int = 0  # 0 = all; else a deterministic class-balanced subset of that size
+    test_limit: int = 0  # same for the test split
+    augment: str = "auto"  # one of AUGMENTATIONS
+
+    def __post_init__(self):
+        is_folder = self.dataset.startswith(FOLDER_PREFIX)
+        if not is_folder and self.dataset not in TFDS_DATASETS:
+            raise DatasetError(
+                f"unknown dataset {self.dataset!r}: choose one of {dataset_choices()}")
+        if is_folder and not self.dataset[len(FOLDER_PREFIX):].strip():
+            raise DatasetError(f"dataset {self.dataset!r} names no folder: use "
+                               f"{FOLDER_PREFIX}PATH with {FOLDER_LAYOUT_HINT}")
+        for field in ("train_limit", "test_limit"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise DatasetError(f"{field}={value!r} is invalid: use 0 for the whole "
+                                   "split or a positive number of examples")
+        if self.augment not in AUGMENTATIONS:
+            raise DatasetError(f"augment={self.augment!r} is invalid: choose one of "
+                               f"{', '.join(AUGMENTATIONS)}")
+
+
+# eq=False: the fields hold numpy arrays, whose == is elementwise, so a generated
+# __eq__/__hash__ would raise; identity semantics are what callers need.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Both splits of one dataset, decoded into memory as uint8.
+
+    uint8 rather than float32 keeps CIFAR-10 at 180 MB instead of 720 MB; the
+    pipeline converts each batch to float32 in [0, 1] on the fly.
+    """
+
+    name: str  # e.g. "cifar10" or "folder:/abs/path"
+    train_images: np.ndarray = dataclasses.field(repr=False)  # uint8 [N, H, W, C]
+    train_labels: np.ndarray = dataclasses.field(repr=False)  # int32 [N]
+    test_images: np.ndarray = dataclasses.field(repr=False)  # uint8 [M, H, W, C]
+    test_labels: np.ndarray = dataclasses.field(repr=False)  # int32 [M]
+    num_classes: int
+    class_names: tuple[str, ...]
+    source: str  # human-readable provenance
+
+    def __post_init__(self):
+        # Checked here so that a hand-built Dataset (tests, other loaders) fails at
+        # construction, not deep inside a tf.data pipeline.
+        if len(self.class_names) != self.num_classes:
+            raise DatasetError(f"{self.name}: {len(self.class_names)} class names for "
+                               f"{self.num_classes} classes")
+        for split in ("train", "test"):
+            images = getattr(self, f"{split}_images")
+            labels = getattr(self, f"{split}_labels")
+            if images.dtype != np.uint8 or images.ndim != 4:
+                raise DatasetError(f"{self.name}: {split}_images must be uint8 "
+                                   f"[N, H, W, C], got {images.dtype} {images.shape}")
+            if labels.dtype != np.int32 or labels.shape != images.shape[:1]:
+                raise DatasetError(f"{self.name}: {split}_labels must be int32 "
+                                   f"[{len(images)}], got {labels.dtype} {labels.shape}")
+            if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise DatasetError(
+                    f"{self.name}: {split}_labels outside [0, {self.num_classes})")
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise DatasetError(
+                f"{self.name}: train images {self.train_images.shape[1:]} and test "
+                f"images {self.test_images.shape[1:]} differ in shape")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every image."""
+        return tuple(int(d) for d in self.train_images.shape[1:])
+
+    def info(self) -> dict:
+        """JSON-able summary for config.json and reports."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "num_classes": int(self.num_classes),
+            "image_shape": list(self.image_shape),
+            "train_size": int(len(self.train_labels)),
+            "test_size": int(len(self.test_labels)),
+            "class_names": list(self.class_names),
+        }

@@ -1,0 +1,80 @@
+"""run.py as a user meets it: bad input gets one line and exit code 2; smoke runs end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_py(*args, cwd=None, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd or ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--mode", "fly"], ["--mode", "train"]),
+    (["--defense", "magic"], ["--defense", "pgd"]),
+    (["--preset", "huge"], ["--preset", "smoke"]),
+    (["--eps", "-0.1"], ["--eps", ">= 0"]),
+    (["--dataset", "imagenet22k"], ["imagenet22k", "folder:PATH"]),
+    (["--dataset", "folder:/no/such/place"], ["/no/such/place"]),
+])
+def test_bad_input_is_one_line_and_exit_code_2_and_writes_nothing(tmp_path, args, fragments):
+    result = run_py(*args, "--run_dir", str(tmp_path / "run"), "--data_dir", str(tmp_path / "tfds"))
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_offline_cifar10_without_a_copy_fails_fast_naming_both_fixes(tmp_path):
+    started = time.monotonic()
+    result = run_py("--dataset", "cifar10", "--data_dir", str(tmp_path / "empty"),
+                    "--run_dir", str(tmp_path / "run"))
+    assert time.monotonic() - started < 30  # TensorFlow's import is most of it; no retry loop
+    assert_one_line_error(result, "cifar10", "--data_dir", "folder:")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_dir_with_other_settings_and_a_corrupt_checkpoint_are_refused(tiny_folder, tmp_path):
+    common = ["--dataset", f"folder:{tiny_folder}", "--data_dir", str(tmp_path / "tfds"), "--preset", "smoke",
+              "--batch_size", "32", "--train_limit", "0", "--test_limit", "0", "--run_dir", str(tmp_path / "run")]
+    assert run_py(*common, "--defense", "none").returncode == 0
+    listing = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    assert_one_line_error(run_py(*common, "--defense", "fgm"), "different settings", "defense.defense")
+    for shard in (tmp_path / "run" / "checkpoints").glob("*.index"):
+        shard.write_bytes(b"garbage")
+    assert_one_line_error(run_py(*common, "--defense", "none", "--epochs", "2"), "unreadable")
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == listing
+
+
+@pytest.mark.parametrize("defense", ["none", "fgm", "pgd", "pgn"])
+def test_smoke_preset_on_the_cifar10_copy(cifar10_jpeg, tmp_path, defense):
+    result = run_py("--mode", "train", "--defense", defense, "--preset", "smoke",
+                    "--dataset", f"folder:{cifar10_jpeg}", "--run_dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert len(losses) >= 6 and sum(losses[-2:]) < sum(losses[:2])
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run / "checkpoints").glob("ckpt-*.index"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["flags"]["preset"] == "smoke" and config["flags"]["defense"] == defense
+    assert config["dataset"]["train_size"] == 2048 and config["dataset"]["class_names"][0] == "airplane"
+    assert {"tensorflow", "keras", "cleverhans", "numpy"} <= set(config["versions"])

@@ -1,0 +1,152 @@
+"""The training loop on a tiny image folder: steps, resume, run directory rules, failures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data
+from training import rundir
+from training.config import DEFENSE_NAMES, DefenseConfig, RunConfig, TrainConfig
+from training.defenses import DEFENSES
+from training.loop import EMA_WEIGHTS_FILE, TrainingError, train
+
+
+def _configs(folder, run_dir, defense="none", data_dir=None, **overrides):
+    data_cfg = data.DataConfig(dataset=f"folder:{folder}", data_dir=str(data_dir or Path(run_dir).parent / "tfds"),
+                               augment=overrides.pop("augment", "flip_shift"))
+    train_cfg = TrainConfig(**{"epochs": 2, "batch_size": 16, "width": 0.125, "seed": 3,
+                               **{k: overrides.pop(k) for k in list(overrides) if k in TrainConfig.__dataclass_fields__}})
+    defense_cfg = DefenseConfig(defense=defense, **{k: overrides.pop(k) for k in list(overrides)
+                                                    if k in DefenseConfig.__dataclass_fields__})
+    run_cfg = RunConfig(run_dir=str(run_dir), monitor_size=16, log_every_steps=2,
+                        checkpoint_every_minutes=0, **overrides)
+    return data_cfg, train_cfg, defense_cfg, run_cfg
+
+
+def _train(folder, run_dir, **kwargs):
+    return train(*_configs(folder, run_dir, **kwargs), say=lambda *_: None)
+
+
+def _records(run_dir, kind):
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_registry_matches_the_command_line_choices():
+    assert tuple(DEFENSES) == DEFENSE_NAMES
+
+
+@pytest.mark.parametrize("defense", DEFENSE_NAMES)
+def test_each_defense_trains_with_one_trace_and_a_complete_run_directory(tiny_folder, tmp_path, defense):
+    result = _train(tiny_folder, tmp_path / "run", defense=defense, pgd_steps=3, eps=0.5)
+    assert result.finished and result.step == 2 * (96 // 16)
+    assert result.train_step_traces == 1
+    run = tmp_path / "run"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith(f"-{result.step}")
+    assert (run / EMA_WEIGHTS_FILE).exists()
+    config = json.loads((run / "config.json").read_text())
+    assert config["settings"]["defense.defense"] == defense
+    assert config["dataset"]["train_size"] == 96 and config["dataset"]["num_classes"] == 3
+    assert config["versions"]["tensorflow"] and "commit" in config["git"]
+    epochs = _records(run, "epoch_record")
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert 0.0 <= epochs[-1]["test_acc"] <= 1.0
+    if defense != "none":
+        assert 0.0 < epochs[-1]["monitor_delta_l2_mean"] <= 0.5 + 1e-4
+        assert epochs[-1]["train_delta_l2_mean"] > 0.0
+
+
+def test_loss_falls_and_the_average_learns_the_tiny_task(tiny_folder, tmp_path):
+    result = _train(tiny_folder, tmp_path / "run", epochs=6, lr=2e-3)
+    train_losses = [r["loss"] for r in _records(tmp_path / "run", "train")]
+    assert np.mean(train_losses[-3:]) < 0.7 * np.mean(train_losses[:3])
+    assert result.epoch_records[-1]["test_acc"] >= 0.9  # three colour classes
+
+
+def test_same_seed_gives_identical_losses(tiny_folder, tmp_path):
+    for name in ("a", "b"):
+        _train(tiny_folder, tmp_path / name, defense="pgd", pgd_steps=2, epochs=1)
+    losses = [[r["loss"] for r in _records(tmp_path / name, "train")] for name in ("a", "b")]
+    assert losses[0] == losses[1]
+
+
+def test_a_stopped_run_resumes_to_the_same_weights(tiny_folder, tmp_path):
+    # PGD draws random starts: resuming must also restore the generator's state.
+    full = _train(tiny_folder, tmp_path / "full", defense="pgd", pgd_steps=2)
+    first = _train(tiny_folder, tmp_path / "parts", defense="pgd", pgd_steps=2, stop_after_steps=4)
+    assert first.step == 4 and not first.finished
+    second = _train(tiny_folder, tmp_path / "parts", defense="pgd", pgd_steps=2)
+    assert second.step == full.step == 12
+    for name in (EMA_WEIGHTS_FILE,):
+        a, b = _load_h5(tmp_path / "full" / name), _load_h5(tmp_path / "parts" / name)
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+    resumed = _records(tmp_path / "parts", "start")
+    assert [r["resumed"] for r in resumed] == [False, True]
+
+
+def _load_h5(path):
+    import h5py
+    arrays = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def test_different_settings_in_the_same_run_dir_are_refused_and_nothing_is_written(tiny_folder, tmp_path):
+    _train(tiny_folder, tmp_path / "run", epochs=1)
+    before = sorted(str(p) for p in (tmp_path / "run").rglob("*"))
+    with pytest.raises(rundir.RunDirError, match="different settings.*train.lr"):
+        _train(tiny_folder, tmp_path / "run", epochs=1, lr=1e-3)
+    assert sorted(str(p) for p in (tmp_path / "run").rglob("*")) == before
+
+
+def test_overwrite_moves_the_old_run_aside(tiny_folder, tmp_path):
+    _train(tiny_folder, tmp_path / "run", epochs=1)
+    _train(tiny_folder, tmp_path / "run", epochs=1, lr=1e-3, overwrite=True)
+    moved = list(tmp_path.glob("run.replaced-*"))
+    assert len(moved) == 1 and (moved[0] / "config.json").exists()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["train.lr"] == 1e-3
+
+
+def test_a_longer_run_extends_a_finished_one(tiny_folder, tmp_path):
+    _train(tiny_folder, tmp_path / "run", epochs=1)
+    result = _train(tiny_folder, tmp_path / "run", epochs=2)
+    assert result.step == 12 and [r["epoch"] for r in result.epoch_records] == [2]
+
+
+def test_an_unreadable_checkpoint_is_reported(tiny_folder, tmp_path):
+    _train(tiny_folder, tmp_path / "run", epochs=1)
+    for shard in (tmp_path / "run" / "checkpoints").glob("*.data-*"):
+        shard.write_bytes(b"not a checkpoint")
+    with pytest.raises(rundir.RunDirError, match="unreadable"):
+        _train(tiny_folder, tmp_path / "run", epochs=2)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_folder, tmp_path, monkeypatch):
+    _train(tiny_folder, tmp_path / "run", epochs=1)
+    good = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    real_batches = data.train_batches
+
+    def poisoned(*args, **kwargs):  # corrupt data in the second epoch
+        return real_batches(*args, **kwargs).map(lambda x, y: (x * float("nan"), y))
+
+    monkeypatch.setattr(data, "train_batches", poisoned)
+    with pytest.raises(TrainingError, match="non-finite loss at step 7"):
+        _train(tiny_folder, tmp_path / "run", epochs=2)
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")) == good
+
+
+def test_mixed_precision_trains_with_a_loss_scale_optimizer(tiny_folder, tmp_path):
+    import keras
+    result = _train(tiny_folder, tmp_path / "run", defense="fgm", epochs=1, mixed_precision=True)
+    assert result.finished
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    losses = [r["loss"] for r in _records(tmp_path / "run", "train")]
+    assert all(np.isfinite(losses))

@@ -1,0 +1,4 @@
+"""The training loop, its configuration and one module per defense.
+
+Kept import-light (no TensorFlow here) so that ``run.py`` can reject bad flags instantly.
+"""

@@ -1,0 +1,89 @@
+"""Frozen configuration records, one per concern, built by ``run.py`` from its flags.
+
+The defaults are the paper's Table 1 (Adam, lr 5e-4, batch 128, no weight decay, EMA 0.998,
+adversarial coefficient 1.0, 200 epochs, PGD 10 iterations); presets in ``configs/`` change
+them for CPU-sized runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+# The defenses run.py offers; training.defenses.DEFENSES maps each to its class (a test checks
+# the two agree). Kept here so that the command line parses without importing TensorFlow.
+DEFENSE_NAMES = ("none", "fgm", "pgd", "pgn")
+PGN_UPDATES = ("simultaneous", "alternating")
+PGN_GRADS = ("prob", "loss")
+GENERATOR_INPUTS = ("grad", "image", "label")  # = models.generator.GENERATOR_INPUTS (a test checks)
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How the classifier is optimised (independent of the defense)."""
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 5e-4
+    ema_decay: float = 0.998
+    ema_warmup: bool = True       # decay min(d, (1+t)/(10+t)) as tf.train.ExponentialMovingAverage
+    width: float = 1.0
+    seed: int = 0
+    mixed_precision: bool = False
+
+    def validate(self) -> None:
+        _positive(self, "epochs", "batch_size", "lr", "width")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DefenseConfig:
+    """Which inner attack the classifier trains against, and its strength (names: training.defenses)."""
+    defense: str = "pgd"
+    eps: float = 0.5              # L2 radius of FGM / PGD training perturbations (pixels in [0, 1])
+    pgd_steps: int = 10           # Table 1 "PGD iter"
+    adv_coeff: float = 1.0        # a in (1 - a) CE(x) + a CE(x_adv); Table 1 "Adv Coefficient"
+    c_l: float = 50.0             # PGN's perturbation penalty (eq. 4; Tables 2-3 use 50)
+    pgn_grad: str = "prob"        # G's gradient input: of F(x)_y ("prob", the paper) or of the CE
+    pgn_update: str = "simultaneous"
+    pgn_inputs: str = "grad,image,label"
+    gen_width: float = 1.0        # multiplier of the generator's filter and unit counts
+
+    def validate(self) -> None:
+        if self.eps < 0:
+            raise ValueError(f"--eps must be >= 0, got {self.eps}")
+        if self.pgd_steps < 1:
+            raise ValueError(f"--pgd_steps must be >= 1, got {self.pgd_steps}")
+        if not 0.0 <= self.adv_coeff <= 1.0:
+            raise ValueError(f"--adv_coeff must be in [0, 1], got {self.adv_coeff}")
+        if self.c_l < 0:
+            raise ValueError(f"--c_l must be >= 0, got {self.c_l}")
+        if self.gen_width <= 0:
+            raise ValueError(f"--gen_width must be > 0, got {self.gen_width}")
+        inputs = self.pgn_inputs.split(",")
+        if not inputs or set(inputs) - set(GENERATOR_INPUTS) or len(set(inputs)) != len(inputs):
+            raise ValueError(f"--pgn_inputs '{self.pgn_inputs}' must be a comma-separated subset of "
+                             f"{','.join(GENERATOR_INPUTS)}")
+        if self.pgn_update not in PGN_UPDATES or self.pgn_grad not in PGN_GRADS:
+            raise ValueError(f"--pgn_update must be one of {PGN_UPDATES}, --pgn_grad one of {PGN_GRADS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Where a run lives and how it reports; none of this changes what is learned."""
+    run_dir: str = ""
+    overwrite: bool = False
+    log_every_steps: int = 50
+    checkpoint_every_minutes: float = 10.0
+    monitor_size: int = 512       # test examples attacked each epoch with the training attack
+    max_checkpoints: int = 3
+    stop_after_steps: int = 0     # stop (with a checkpoint) after this many steps in total; 0 = never
+
+    def validate(self) -> None:
+        _positive(self, "log_every_steps", "monitor_size", "max_checkpoints")
+        if self.checkpoint_every_minutes < 0 or self.stop_after_steps < 0:
+            raise ValueError("--checkpoint_every_minutes and --stop_after_steps must be >= 0")
+
+
+def _positive(cfg, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value <= 0:
+            raise ValueError(f"--{name} must be > 0, got {value}")

@@ -1,0 +1,20 @@
+"""Registry of defenses: ``--defense NAME`` -> the class that trains it."""
+from __future__ import annotations
+
+from training.defenses.base import Defense
+from training.defenses.clean import CleanTraining
+from training.defenses.gradient_attacks import FGMTraining, PGDTraining
+from training.defenses.pgn import PGNTraining
+
+DEFENSES: dict[str, type[Defense]] = {
+    cls.name: cls for cls in (CleanTraining, FGMTraining, PGDTraining, PGNTraining)
+}
+
+
+def make_defense(classifier, cfg, train, rng) -> Defense:
+    if cfg.defense not in DEFENSES:
+        raise ValueError(f"unknown --defense '{cfg.defense}': choose one of {', '.join(DEFENSES)}")
+    return DEFENSES[cfg.defense](classifier, cfg, train, rng)
+
+
+__all__ = ["DEFENSES", "Defense", "make_defense"]

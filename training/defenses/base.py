@@ -1,0 +1,106 @@
+"""What every defense shares: the classifier update of eq. 4 and the bookkeeping of a step.
+
+A defense is one small class: the networks it trains, their optimizers, the training attack
+(``perturb``) and the train step. The loop in ``training/loop.py`` owns everything else (data,
+EMA, checkpoints, logging), so a new defense never copies it.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from attacks.projection import l2_norm
+from training.config import DefenseConfig, TrainConfig
+
+
+def cross_entropy(labels, logits) -> tf.Tensor:
+    """Mean softmax cross-entropy, computed in float32 whatever the compute policy."""
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)))
+
+
+def accuracy(labels, logits) -> tf.Tensor:
+    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return tf.reduce_mean(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32))
+
+
+def adversarial_training_loss(clean_ce, adv_ce, adv_coeff: float) -> tf.Tensor:
+    """The classifier's side of the minimax game (PGN paper eq. 4 with Table 1's "Adv Coefficient"):
+    (1 - a) * CE(F(x), y) + a * CE(F(x_adv), y)."""
+    return (1.0 - adv_coeff) * clean_ce + adv_coeff * adv_ce
+
+
+def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam, lr 5e-4, no weight decay (Table 1); loss-scaled under mixed precision."""
+    optimizer = keras.optimizers.Adam(learning_rate=train.lr)
+    if train.mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+class Defense:
+    """Adversarial training of ``classifier`` against the attack ``perturb`` defines.
+
+    Subclasses set ``name`` and override ``perturb`` (and ``train_step`` if they train more than
+    the classifier). ``rng`` is the run's checkpointed random generator, for random starts.
+    """
+
+    name = "base"
+
+    def __init__(self, classifier: keras.Model, cfg: DefenseConfig, train: TrainConfig,
+                 rng: tf.random.Generator):
+        self.classifier = classifier
+        self.cfg = cfg
+        self.rng = rng
+        self.optimizer = make_optimizer(train)
+
+    @staticmethod
+    def run_name(cfg: DefenseConfig) -> str:
+        """Short name of this defense's key setting, used in default run directories."""
+        return cfg.defense
+
+    @property
+    def networks(self) -> dict[str, keras.Model]:
+        return {"classifier": self.classifier}
+
+    @property
+    def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
+        return {"classifier": self.optimizer}
+
+    def build(self) -> None:
+        """Creates optimizer slots now: a compiled (or distributed) step cannot create them lazily."""
+        for name, optimizer in self.optimizers.items():
+            optimizer.build(self.networks[name].trainable_variables)
+
+    def perturb(self, networks: dict[str, keras.Model], x, y) -> tf.Tensor:
+        """The defense's training attack on ``networks`` (live or EMA copies); returns x_adv."""
+        raise NotImplementedError
+
+    def train_step(self, x, y) -> dict[str, tf.Tensor]:
+        """One batch: craft x_adv against the current classifier, then the eq. 4 classifier update."""
+        x_adv = tf.stop_gradient(self.perturb(self.networks, x, y))
+        return self.classifier_update(x, x_adv, y)
+
+    def classifier_update(self, x, x_adv, y) -> dict[str, tf.Tensor]:
+        """One optimizer step on (1 - a) CE(F(x)) + a CE(F(x_adv)), x_adv held constant.
+
+        With a = 1 (Table 1) the clean forward pass is skipped: it would cost a third of a
+        clean step and contribute nothing to the gradient.
+        """
+        a = self.cfg.adv_coeff
+        variables = self.classifier.trainable_variables
+        with tf.GradientTape() as tape:
+            adv_logits = self.classifier(x_adv, training=True)
+            adv_ce = cross_entropy(y, adv_logits)
+            metrics = {"adv_loss": adv_ce, "adv_acc": accuracy(y, adv_logits)}
+            clean_ce = tf.zeros_like(adv_ce)
+            if a < 1.0:
+                clean_logits = self.classifier(x, training=True)
+                clean_ce = cross_entropy(y, clean_logits)
+                metrics.update(clean_loss=clean_ce, clean_acc=accuracy(y, clean_logits))
+            loss = adversarial_training_loss(clean_ce, adv_ce, a)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        metrics.update(loss=loss, delta_l2=l2_norm(x_adv - x))
+        return metrics

@@ -1,0 +1,253 @@
+"""The one training loop every defense shares.
+
+Per batch it runs the defense's compiled step and updates the weight average (EMA); per epoch
+it measures the EMA classifier's benign test accuracy and its accuracy under the defense's own
+training attack on a fixed test subset, writes an image grid, saves a checkpoint and exports the
+averaged weights. A run directory started again resumes from its last checkpoint at the exact
+batch it stopped at: the epoch's batch order and augmentation depend only on (seed, epoch),
+and the random generator, EMA and optimizer states are in the checkpoint, so the resumed run
+ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import data
+from models import build_classifier
+from training import rundir
+from training.config import DefenseConfig, RunConfig, TrainConfig
+from training.defenses import DEFENSES, make_defense
+from training.ema import WeightEMA
+from training.monitor import MetricWindow, RunLog, is_finite
+
+EMA_WEIGHTS_FILE = "ema_classifier.weights.h5"
+_GRID_EXAMPLES = 8
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); the message says what was kept."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    total_steps: int
+    epoch_records: list[dict]
+    train_step_traces: int
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total_steps
+
+
+def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: DefenseConfig,
+          run_cfg: RunConfig, flags: dict | None = None, say=print) -> TrainResult:
+    """Trains (or resumes) one run; raises ValueError subclasses for bad input before writing."""
+    for cfg in (train_cfg, defense_cfg, run_cfg):
+        cfg.validate()
+    if defense_cfg.defense not in DEFENSES:
+        raise ValueError(f"unknown --defense '{defense_cfg.defense}': choose one of {', '.join(DEFENSES)}")
+    defense_cls = DEFENSES[defense_cfg.defense]
+    run_dir = Path(run_cfg.run_dir or rundir.default_run_dir(
+        data_cfg.dataset, defense_cls.run_name(defense_cfg), train_cfg.width, train_cfg.seed))
+    settings = rundir.flatten_settings(data=data_cfg, train=train_cfg, defense=defense_cfg)
+    resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite)
+    dataset = data.load_dataset(data_cfg)
+    steps_per_epoch = data.steps_per_epoch(len(dataset.train_labels), train_cfg.batch_size)
+
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if train_cfg.mixed_precision else "float32")
+    try:
+        session = _Session(dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch)
+        if resuming:
+            session.restore(say)
+        else:
+            record = rundir.run_record(flags or {}, settings, dataset.info())
+            moved_to = rundir.create_run_dir(run_dir, record, run_cfg.overwrite)
+            if moved_to:
+                say(f"moved the previous contents of {run_dir} to {moved_to}")
+        return session.run(say)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+class _Session:
+    """The state of one training process: networks, EMA, checkpoint, compiled functions."""
+
+    def __init__(self, dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch):
+        self.dataset, self.train_cfg, self.run_cfg = dataset, train_cfg, run_cfg
+        self.run_dir = run_dir
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = steps_per_epoch * train_cfg.epochs
+        self.augment = data.resolve_augment(data_cfg.augment, dataset.name)
+
+        keras.utils.set_random_seed(train_cfg.seed)
+        classifier = build_classifier(dataset.num_classes, dataset.image_shape, train_cfg.width)
+        self.rng = tf.random.Generator.from_seed(train_cfg.seed)
+        self.defense = make_defense(classifier, defense_cfg, train_cfg, self.rng)
+        self.defense.build()
+        self.ema = WeightEMA(self.defense.networks, train_cfg.ema_decay, train_cfg.ema_warmup)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        trackables = {"step": self.step, "rng": self.rng, "ema_updates": self.ema.num_updates}
+        for name, network in self.defense.networks.items():
+            trackables[name] = network
+            trackables[f"ema_{name}"] = self.ema.shadows[name]
+            trackables[f"optimizer_{name}"] = self.defense.optimizers[name]
+        self.checkpoint = tf.train.Checkpoint(**trackables)
+        self.checkpoint_dir = run_dir / "checkpoints"
+
+        # A fixed, class-mixed test subset for the per-epoch attack (the test split may be
+        # ordered by class): the same examples every epoch and in every run of this dataset.
+        picks = np.random.default_rng(0).permutation(len(dataset.test_labels))[:run_cfg.monitor_size]
+        self.monitor_x = dataset.test_images[np.sort(picks)].astype(np.float32) / 255.0
+        self.monitor_y = dataset.test_labels[np.sort(picks)]
+
+        self.train_step = tf.function(self._train_step)
+        ema_classifier = self.ema.shadows["classifier"]
+        self.ema_logits = tf.function(lambda x: ema_classifier(x, training=False))
+        self.ema_attack = tf.function(lambda x, y: self.defense.perturb(self.ema.shadows, x, y))
+
+    def _train_step(self, x, y):
+        metrics = self.defense.train_step(x, y)
+        self.ema.update()
+        self.step.assign_add(1)
+        return metrics
+
+    def restore(self, say) -> None:
+        latest = tf.train.latest_checkpoint(str(self.checkpoint_dir))
+        if latest is None:
+            say(f"{self.run_dir} has no checkpoint yet: starting from step 0")
+            return
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except Exception as err:  # TF raises many types for truncated or foreign files
+            raise rundir.RunDirError(
+                f"checkpoint {latest} is unreadable ({type(err).__name__}): move it out of "
+                f"{self.checkpoint_dir} to resume from an earlier one, or --overwrite to start over"
+            ) from None
+        say(f"resuming {self.run_dir} from step {int(self.step.numpy())}")
+
+    def run(self, say) -> TrainResult:
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
+                                                  max_to_keep=self.run_cfg.max_checkpoints)
+        log = RunLog(self.run_dir)
+        start_step = int(self.step.numpy())
+        log.event(start_step, "start", {"resumed": start_step > 0, "total_steps": self.total_steps})
+        epoch_records = []
+        try:
+            epoch_records = self._epochs(log, say, start_step)
+        except KeyboardInterrupt:
+            self._save()
+            say(f"\ninterrupted: saved step {int(self.step.numpy())}; run the same command to resume")
+            raise
+        finally:
+            log.close()
+        return TrainResult(self.run_dir, int(self.step.numpy()), self.total_steps, epoch_records,
+                           self.train_step.experimental_get_tracing_count())
+
+    def _epochs(self, log: RunLog, say, start_step: int) -> list[dict]:
+        cfg, run_cfg = self.train_cfg, self.run_cfg
+        records = []
+        last_save = time.monotonic()
+        stop_at = run_cfg.stop_after_steps or self.total_steps
+        first_epoch, skip = divmod(start_step, self.steps_per_epoch)
+        for epoch in range(first_epoch, cfg.epochs):
+            batches = data.train_batches(
+                self.dataset.train_images, self.dataset.train_labels, batch_size=cfg.batch_size,
+                seed=cfg.seed, epoch=epoch, augment=self.augment,
+                skip_batches=skip if epoch == first_epoch else 0)
+            say(f"epoch {epoch + 1}/{cfg.epochs}")
+            # A bar with ETA on a terminal; one line per epoch in a log file (Keras would redraw it).
+            progress = keras.utils.Progbar(self.steps_per_epoch, verbose=1 if sys.stdout.isatty() else 2)
+            epoch_window, log_window = MetricWindow(), MetricWindow()
+            epoch_started = time.perf_counter()
+            for x, y in batches:
+                metrics = self.train_step(x, y)
+                step = int(self.step.numpy())
+                if not is_finite(metrics["loss"]):
+                    raise TrainingError(
+                        f"non-finite loss at step {step} (epoch {epoch + 1}): training stopped; the last "
+                        f"good checkpoint in {self.checkpoint_dir} is kept (try a lower --lr)")
+                for window in (epoch_window, log_window):
+                    window.add(metrics, cfg.batch_size)
+                if step == start_step + 1:
+                    log_window.restart_clock()
+                if step % run_cfg.log_every_steps == 0:
+                    log.scalars(step, log_window.summary(), "train")
+                    log_window.reset()
+                progress.update(step - epoch * self.steps_per_epoch, [("loss", float(metrics["loss"]))])
+                end_of_epoch = step % self.steps_per_epoch == 0
+                if step >= stop_at and not end_of_epoch:
+                    self._save()
+                    say(f"\nstopped after step {step} as asked; run the same command to resume")
+                    return records
+                if (run_cfg.checkpoint_every_minutes and not end_of_epoch
+                        and time.monotonic() - last_save > 60 * run_cfg.checkpoint_every_minutes):
+                    self._save()
+                    last_save = time.monotonic()
+            record = self._end_of_epoch(log, epoch, epoch_window, time.perf_counter() - epoch_started)
+            records.append(record)
+            say(_epoch_line(record))
+            self._save()
+            last_save = time.monotonic()
+            if int(self.step.numpy()) >= stop_at and int(self.step.numpy()) < self.total_steps:
+                say(f"stopped after step {int(self.step.numpy())} as asked; run the same command to resume")
+                break
+        return records
+
+    def _end_of_epoch(self, log: RunLog, epoch: int, window: MetricWindow, seconds: float) -> dict:
+        step = int(self.step.numpy())
+        test_acc = self._accuracy(self.dataset.test_images, self.dataset.test_labels)
+        x_adv = np.concatenate([self.ema_attack(x, y).numpy() for x, y in self._monitor_batches()])
+        adv_acc = self._accuracy(x_adv, self.monitor_y, scaled=True)
+        norms = np.sqrt(((x_adv - self.monitor_x) ** 2).reshape(len(x_adv), -1).sum(axis=1))
+        record = {"epoch": epoch + 1, "test_acc": test_acc, "monitor_adv_acc": adv_acc,
+                  "monitor_delta_l2_mean": float(norms.mean()),
+                  "monitor_delta_l2_median": float(np.median(norms)),
+                  "seconds_per_epoch": seconds,
+                  **{f"train_{k}": v for k, v in window.summary().items()}}
+        log.scalars(step, {k: v for k, v in record.items() if k != "epoch"}, "epoch")
+        log.event(step, "epoch_record", record)
+        log.perturbation_grid(step, self.monitor_x[:_GRID_EXAMPLES], x_adv[:_GRID_EXAMPLES])
+        return record
+
+    def _monitor_batches(self):
+        return _batches(self.monitor_x, self.monitor_y, self.train_cfg.batch_size)
+
+    def _accuracy(self, images, labels, scaled=False) -> float:
+        correct = 0
+        for x, y in _batches(images, labels, max(self.train_cfg.batch_size, 256)):
+            if not scaled:
+                x = x.astype(np.float32) / 255.0
+            correct += int((np.argmax(self.ema_logits(x).numpy(), axis=-1) == y).sum())
+        return correct / len(labels)
+
+    def _save(self) -> None:
+        step = int(self.step.numpy())
+        if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(f"-{step}"):
+            return
+        self.manager.save(checkpoint_number=step)
+        # The averaged classifier alone, for evaluation without rebuilding the defense.
+        tmp = self.run_dir / ("tmp." + EMA_WEIGHTS_FILE)
+        self.ema.shadows["classifier"].save_weights(str(tmp))
+        tmp.replace(self.run_dir / EMA_WEIGHTS_FILE)
+
+
+def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int):
+    """Fixed-order numpy batches for evaluation (two shapes at most: full and the remainder)."""
+    for start in range(0, len(labels), batch_size):
+        yield images[start:start + batch_size], labels[start:start + batch_size]
+
+
+def _epoch_line(record: dict) -> str:
+    return (f"epoch {record['epoch']}: test acc (EMA) {record['test_acc']:.4f}, "
+            f"acc under training attack {record['monitor_adv_acc']:.4f} "
+            f"(mean L2 {record['monitor_delta_l2_mean']:.3f}), {record['seconds_per_epoch']:.1f} s")

@@ -1,0 +1,101 @@
+"""What a run reports while it trains: TensorBoard events, metrics.jsonl and image grids.
+
+Every record goes to both sinks with its global step, so TensorBoard and a script reading
+``metrics.jsonl`` see the same numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+
+class RunLog:
+    """TensorBoard writer plus an append-only ``metrics.jsonl`` in the run directory."""
+
+    def __init__(self, run_dir: Path):
+        self.writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+        self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+
+    def scalars(self, step: int, values: dict, prefix: str) -> None:
+        with self.writer.as_default(step=step):
+            for key, value in values.items():
+                tf.summary.scalar(f"{prefix}/{key}", value)
+        self.event(step, prefix, values)
+
+    def event(self, step: int, kind: str, values: dict) -> None:
+        record = {"step": int(step), "kind": kind, "time": round(time.time(), 3)}
+        record.update({k: _jsonable(v) for k, v in values.items()})
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+
+    def perturbation_grid(self, step: int, x, x_adv, name: str = "perturbations") -> None:
+        with self.writer.as_default(step=step):
+            tf.summary.image(name, perturbation_grid(x, x_adv)[None], max_outputs=1)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self._jsonl.close()
+
+
+def perturbation_grid(x, x_adv) -> np.ndarray:
+    """One image: row 1 the inputs, row 2 the adversarial images, row 3 the perturbations
+    amplified per example to fill [0, 1] around mid-grey (invisible at true scale)."""
+    x = np.asarray(x, np.float32)
+    delta = np.asarray(x_adv, np.float32) - x
+    peak = np.abs(delta).reshape(len(delta), -1).max(axis=1).reshape(-1, 1, 1, 1)
+    amplified = 0.5 + 0.5 * delta / np.maximum(peak, 1e-12)
+    rows = [np.concatenate(list(images), axis=1) for images in (x, np.asarray(x_adv), amplified)]
+    return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
+
+
+class MetricWindow:
+    """Running means of a step's scalar metrics, and the per-example perturbation norms."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._norms: list[np.ndarray] = []
+        self._started = time.perf_counter()
+        self._examples = 0
+
+    def restart_clock(self) -> None:
+        """Excludes what came before (the step's tracing and compilation) from the throughput."""
+        self._started = time.perf_counter()
+        self._examples = 0
+
+    def add(self, metrics: dict, batch_size: int) -> None:
+        for key, value in metrics.items():
+            if key == "delta_l2":
+                self._norms.append(np.asarray(value))
+            else:
+                self._sums[key] = self._sums.get(key, 0.0) + float(value)
+        self._count += 1
+        self._examples += batch_size
+
+    def summary(self) -> dict:
+        out = {key: total / max(self._count, 1) for key, total in self._sums.items()}
+        if self._norms:
+            norms = np.concatenate(self._norms)
+            out["delta_l2_mean"] = float(norms.mean())
+            out["delta_l2_median"] = float(np.median(norms))
+        elapsed = time.perf_counter() - self._started
+        out["examples_per_second"] = self._examples / elapsed if elapsed > 0 else 0.0
+        return out
+
+
+def is_finite(value) -> bool:
+    return math.isfinite(float(value))
+
+
+def _jsonable(value):
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value

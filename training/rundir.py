@@ -1,0 +1,130 @@
+"""The run directory: what a run records about itself, and the rules for reusing one.
+
+``config.json`` holds every setting, the dataset, package versions and the git commit. A run
+started again in the same directory resumes it, but only with the same settings (the length of
+the run and the logging cadence may change); anything else is refused rather than mixed into
+the old run. ``--overwrite`` moves the old directory aside, it never deletes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+CONFIG_FILE = "config.json"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Settings that may change between the parts of one run without changing what it learns.
+RESUMABLE_CHANGES = frozenset({"train.epochs"})
+_PACKAGES = ("tensorflow", "keras", "cleverhans", "tensorflow-datasets", "numpy", "absl-py")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked; the message is one line with the fix."""
+
+
+def default_run_dir(dataset: str, defense_name: str, width: float, seed: int) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.split(":", 1)[-1].rstrip("/").split("/")[-1])
+    return str(Path("runs") / f"{slug}-{defense_name}-w{width:g}-seed{seed}")
+
+
+def flatten_settings(**groups) -> dict:
+    """{"train": TrainConfig(...), ...} -> {"train.lr": 0.0005, ...}: the comparable settings."""
+    flat = {}
+    for group, cfg in groups.items():
+        for key, value in dataclasses.asdict(cfg).items():
+            flat[f"{group}.{key}"] = value
+    return flat
+
+
+def check_run_dir(run_dir: Path, settings: dict, overwrite: bool) -> bool:
+    """Returns True when ``run_dir`` holds this run (resume), False when it is new or replaced.
+
+    Reads only: nothing is written until the caller knows the whole run can start.
+    """
+    config_path = run_dir / CONFIG_FILE
+    if not run_dir.exists() or overwrite:
+        return False
+    if not config_path.exists():
+        if any(run_dir.iterdir()):
+            raise RunDirError(f"--run_dir {run_dir} exists and is not a run directory (no {CONFIG_FILE}): "
+                              f"choose another --run_dir, or --overwrite to move it aside")
+        return False
+    try:
+        stored = json.loads(config_path.read_text())["settings"]
+    except (OSError, ValueError, KeyError) as err:
+        raise RunDirError(f"{config_path} is unreadable ({type(err).__name__}): "
+                          f"choose another --run_dir, or --overwrite to move it aside") from None
+    differences = [
+        f"{key} {stored.get(key)!r} -> {settings.get(key)!r}"
+        for key in sorted(set(stored) | set(settings))
+        if key not in RESUMABLE_CHANGES and stored.get(key) != settings.get(key)
+    ]
+    if differences:
+        shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
+        raise RunDirError(f"--run_dir {run_dir} holds a run with different settings ({shown}): "
+                          f"choose another --run_dir, or --overwrite to move the old run aside")
+    return True
+
+
+def create_run_dir(run_dir: Path, record: dict, overwrite: bool) -> Path | None:
+    """Creates ``run_dir`` with its config.json; an existing one is renamed when overwriting.
+
+    Returns where the old directory went, if anywhere.
+    """
+    moved_to = None
+    if overwrite and run_dir.exists():
+        moved_to = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(moved_to)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / CONFIG_FILE, record)
+    return moved_to
+
+
+def run_record(flags: dict, settings: dict, dataset_info: dict) -> dict:
+    """Everything needed to reproduce a run: flags, settings, dataset, versions, commit, host."""
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "flags": flags,
+        "settings": settings,
+        "dataset": dataset_info,
+        "versions": package_versions(),
+        "git": git_state(),
+        "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
+                 "cpus": os.cpu_count()},
+    }
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def git_state() -> dict:
+    def git(*args):
+        result = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                timeout=10)
+        return result.stdout.strip() if result.returncode == 0 else None
+    try:
+        commit = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
