@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 
@@ -17,9 +18,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 from absl import app, flags, logging  # noqa: E402
 
 from configs import PRESETS  # noqa: E402
+from eval.config import ATTACKS, DEFAULT_ATTACKS, EvalConfig  # noqa: E402
 from training.config import DEFENSE_NAMES, PGN_GRADS, PGN_UPDATES  # noqa: E402
 
-MODES = ("train",)
+MODES = ("train", "eval")
 EXIT_BAD_INPUT = 2
 
 FLAGS = flags.FLAGS
@@ -56,14 +58,37 @@ flags.DEFINE_enum("pgn_update", "simultaneous", PGN_UPDATES,
 flags.DEFINE_string("pgn_inputs", "grad,image,label", "PGN: generator inputs (Appendix D ablation: any subset).")
 flags.DEFINE_float("gen_width", 1.0, "PGN: multiplier of the generator's filter and unit counts.")
 # Run directory and reporting
-flags.DEFINE_string("run_dir", None, "Run directory (default runs/<dataset>-<defense>-w<width>-seed<seed>); "
-                    "an existing run with the same settings is resumed.")
+flags.DEFINE_multi_string("run_dir", None, "train: the run directory (default runs/<dataset>-<defense>-w<width>-"
+                          "seed<seed>); an existing run with the same settings is resumed. eval: runs to "
+                          "evaluate (repeat the flag).")
 flags.DEFINE_boolean("overwrite", False, "Move an existing --run_dir aside and start afresh.")
 flags.DEFINE_integer("log_every_steps", 50, "TensorBoard / metrics.jsonl cadence in steps.")
 flags.DEFINE_float("checkpoint_every_minutes", 10.0, "Checkpoint this often within an epoch (0: epoch ends only).")
 flags.DEFINE_integer("monitor_size", 512, "Test examples attacked with the training attack each epoch.")
 flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept in <run_dir>/checkpoints.")
 flags.DEFINE_integer("stop_after_steps", 0, "Save and stop once this many steps are done (0: never).")
+# Evaluation (--mode eval): the paper's Table 1 attack settings by default
+_EVAL = EvalConfig(run_dirs=())
+flags.DEFINE_list("attacks", list(DEFAULT_ATTACKS), f"eval: attacks to run, from {','.join(ATTACKS)}.")
+flags.DEFINE_string("source_run", None, "eval: run on which black-box attacks are crafted.")
+flags.DEFINE_string("eval_dir", None, "eval: where results go (default <first run>/eval).")
+flags.DEFINE_float("fgm_eps", _EVAL.fgm_eps, "eval: FGM L2 eps.")
+flags.DEFINE_float("mim_eps", _EVAL.mim_eps, "eval: MIM L2 eps.")
+flags.DEFINE_integer("mim_iters", _EVAL.mim_iters, "eval: MIM iterations.")
+flags.DEFINE_float("mim_eps_iter", _EVAL.mim_eps_iter, "eval: MIM step.")
+flags.DEFINE_integer("deepfool_iters", _EVAL.deepfool_iters, "eval: DeepFool iterations.")
+flags.DEFINE_float("deepfool_overshoot", _EVAL.deepfool_overshoot, "eval: DeepFool overshoot.")
+flags.DEFINE_integer("deepfool_candidates", _EVAL.deepfool_candidates, "eval: DeepFool candidate classes.")
+flags.DEFINE_integer("cw_iters", _EVAL.cw_iters, "eval: CW-L2 iterations per binary-search step.")
+flags.DEFINE_integer("cw_binary_steps", _EVAL.cw_binary_steps, "eval: CW-L2 binary-search steps.")
+flags.DEFINE_float("cw_lr", _EVAL.cw_lr, "eval: CW-L2 Adam learning rate.")
+flags.DEFINE_float("cw_initial_const", _EVAL.cw_initial_const, "eval: CW-L2 initial constant.")
+flags.DEFINE_float("masking_eps", _EVAL.masking_eps, "eval: L2 budget of the large-budget PGD check.")
+flags.DEFINE_integer("masking_iters", _EVAL.masking_iters, "eval: iterations of the large-budget PGD check.")
+flags.DEFINE_list("pgn_c_l", [f"{v:g}" for v in _EVAL.pgn_c_l], "eval --attacks pgn: c_L sweep (Figure 3).")
+flags.DEFINE_integer("pgn_epochs", _EVAL.pgn_epochs, "eval --attacks pgn: generator training epochs.")
+flags.DEFINE_integer("pgn_train_limit", _EVAL.pgn_train_limit, "eval --attacks pgn: training images used.")
+flags.DEFINE_list("pgn_eps", [f"{v:g}" for v in _EVAL.pgn_eps], "eval --attacks pgn: FGM/PGD eps sweep.")
 
 
 def _parse_flags(argv):
@@ -108,6 +133,10 @@ def _load_tensorflow() -> None:
         tf.config.list_physical_devices()  # probes CUDA now, while stderr is quiet
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _value(name: str):
     """The flag's value: from the command line if given there, else the preset's, else the default."""
     if FLAGS.preset and not FLAGS[name].present and name in PRESETS[FLAGS.preset]:
@@ -119,20 +148,60 @@ def _configs():
     import data
     from training.config import DefenseConfig, RunConfig, TrainConfig
 
+    run_dirs = FLAGS.run_dir or []
+    if len(run_dirs) > 1:
+        raise ValueError("--mode train takes one --run_dir")
+
     def build(cls):
-        return cls(**{f.name: _value(f.name) for f in cls.__dataclass_fields__.values()})
+        values = {f.name: _value(f.name) for f in cls.__dataclass_fields__.values() if f.name != "run_dir"}
+        if cls is RunConfig:
+            values["run_dir"] = run_dirs[0] if run_dirs else ""
+        return cls(**values)
 
     return build(data.DataConfig), build(TrainConfig), build(DefenseConfig), build(RunConfig)
+
+
+def _eval_config() -> EvalConfig:
+    def floats(name):
+        try:
+            return tuple(float(v) for v in FLAGS[name].value)
+        except ValueError:
+            raise ValueError(f"--{name} takes comma-separated numbers, got {','.join(FLAGS[name].value)}") from None
+
+    special = {"run_dirs": tuple(FLAGS.run_dir or ()), "attacks": tuple(FLAGS.attacks),
+               "pgn_c_l": floats("pgn_c_l"), "pgn_eps": floats("pgn_eps")}
+    return EvalConfig(**{f: special[f] if f in special else _value(f) for f in EvalConfig.__dataclass_fields__})
 
 
 def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected argument {argv[1]!r}: every setting is a --flag (see --help)")
     logging.set_verbosity(logging.ERROR)  # tfds warns about every unprepared folder it probes
+    if FLAGS.mode == "eval":
+        try:
+            _eval_config().validate()  # before loading TensorFlow: bad flags fail instantly
+        except ValueError as err:
+            _fail(str(err))
     _load_tensorflow()
+    if FLAGS.mode == "eval":
+        _evaluate()
+    else:
+        _train()
+
+
+def _evaluate():
+    from eval.evaluate import evaluate
+    try:
+        evaluate(_eval_config())
+    except ValueError as err:
+        _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+def _train():
     from training.loop import TrainingError, train
 
     used_flags = {name: _value(name) for name in FLAGS if name not in _LIBRARY_FLAGS}
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` saves a checkpoint, as Ctrl-C does
     try:
         result = train(*_configs(), flags=used_flags)
     except TrainingError as err:

@@ -5,6 +5,8 @@ adversarial-training step) and standalone (called eagerly it runs through a modu
 tf.function, traced once per model_fn and input shape). Numerics are float32 throughout.
 """
 
+from attacks.cw import carlini_wagner_l2
+from attacks.deepfool import deepfool
 from attacks.fgm import fast_gradient_method, loss_gradient, optimize_linear
 from attacks.losses import cross_entropy_loss, margin_loss
 from attacks.mim import momentum_iterative_method
@@ -12,9 +14,11 @@ from attacks.pgd import projected_gradient_descent
 from attacks.projection import clip_eta, clip_to_box, l2_norm, project, random_lp_vector
 
 __all__ = [
+    "carlini_wagner_l2",
     "clip_eta",
     "clip_to_box",
     "cross_entropy_loss",
+    "deepfool",
     "fast_gradient_method",
     "l2_norm",
     "loss_gradient",

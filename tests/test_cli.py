@@ -78,3 +78,25 @@ def test_smoke_preset_on_the_cifar10_copy(cifar10_jpeg, tmp_path, defense):
     assert config["flags"]["preset"] == "smoke" and config["flags"]["defense"] == defense
     assert config["dataset"]["train_size"] == 2048 and config["dataset"]["class_names"][0] == "airplane"
     assert {"tensorflow", "keras", "cleverhans", "numpy"} <= set(config["versions"])
+
+
+def test_a_killed_run_saves_and_the_same_command_resumes_it(tiny_folder, tmp_path):
+    args = ["--dataset", f"folder:{tiny_folder}", "--data_dir", str(tmp_path / "tfds"), "--defense", "none",
+            "--width", "0.125", "--batch_size", "8", "--epochs", "200", "--log_every_steps", "1",
+            "--run_dir", str(tmp_path / "run")]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count('"train"') < 30):
+        time.sleep(0.2)
+    process.terminate()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted: saved step" in out
+    saved = int(out.split("interrupted: saved step ")[1].split(";")[0])
+    assert saved >= 30
+    resumed = run_py(*args[:-2], "--epochs", "1", "--run_dir", str(tmp_path / "run"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming {tmp_path / 'run'} from step {saved}" in resumed.stdout

@@ -79,6 +79,16 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
+def compiled_train_step(defense, ema: WeightEMA, step: tf.Variable):
+    """The whole per-batch work as one tf.function: the defense's step, the EMA, the counter."""
+    def train_step(x, y):
+        metrics = defense.train_step(x, y)
+        ema.update()
+        step.assign_add(1)
+        return metrics
+    return tf.function(train_step)
+
+
 class _Session:
     """The state of one training process: networks, EMA, checkpoint, compiled functions."""
 
@@ -110,16 +120,10 @@ class _Session:
         self.monitor_x = dataset.test_images[np.sort(picks)].astype(np.float32) / 255.0
         self.monitor_y = dataset.test_labels[np.sort(picks)]
 
-        self.train_step = tf.function(self._train_step)
+        self.train_step = compiled_train_step(self.defense, self.ema, self.step)
         ema_classifier = self.ema.shadows["classifier"]
         self.ema_logits = tf.function(lambda x: ema_classifier(x, training=False))
         self.ema_attack = tf.function(lambda x, y: self.defense.perturb(self.ema.shadows, x, y))
-
-    def _train_step(self, x, y):
-        metrics = self.defense.train_step(x, y)
-        self.ema.update()
-        self.step.assign_add(1)
-        return metrics
 
     def restore(self, say) -> None:
         latest = tf.train.latest_checkpoint(str(self.checkpoint_dir))

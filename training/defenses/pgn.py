@@ -107,6 +107,12 @@ class PGNTraining(Defense):
         metrics["fooled_rate"] = 1.0 - metrics["adv_acc"]
         return metrics
 
+    def generator_step(self, x, y):
+        """The generator's update alone against the current classifier (eq. 4's max over phi):
+        PGN used as an attack on a fixed model (section 4.3, Figure 3)."""
+        grad, _ = input_gradient(self.classifier, x, y, self.num_classes, self.cfg.pgn_grad)
+        return self._generator_update(tf.cast(x, tf.float32), y, grad)
+
     def _generator_update(self, x, y, grad):
         variables = self.generator.trainable_variables
         with tf.GradientTape() as tape:

@@ -1,0 +1,106 @@
+"""``run.py --mode eval``: the paper's protocol (sections 4.2-4.4) on one or more trained runs.
+
+For each run, on the same test examples: benign accuracy; white-box FGM and MIM accuracy;
+DeepFool and CW-L2 success and L2 statistics; the same attacks crafted on ``--source_run`` and
+transferred (black-box); accuracy against the L2 budget; gradient-masking checks; optionally PGN
+as an attack (Figure 3). Writes results.json, results.md and PNG plots to the eval directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+import data
+from eval import masking, report
+from eval.config import MIN_NORM_ATTACKS, EvalConfig
+from eval.metrics import accuracy_under_budget, summarize
+from eval.pgn_attack import figure3_points
+from eval.runs import load_run
+from eval.suite import LoadedRun, outcome, zero_gradient_fraction
+from training.rundir import RunDirError, package_versions, write_json_atomic
+
+
+def evaluate(cfg: EvalConfig, say=print) -> dict:
+    cfg.validate()
+    runs = [load_run(d) for d in cfg.run_dirs]
+    source = load_run(cfg.source_run) if cfg.source_run else None
+    reference = runs[0].config["dataset"]
+    for other in runs[1:] + ([source] if source else []):
+        if _dataset_key(other.config["dataset"]) != _dataset_key(reference):
+            role = "--source_run" if other is source else "--run_dir"
+            raise RunDirError(f"{role} {other.run_dir} was trained on {other.config['dataset']['name']}, "
+                              f"not {reference['name']} like {runs[0].run_dir}: attacks must share one test set")
+    data_cfg = runs[0].data_config(cfg.test_limit)
+    if "pgn" in cfg.attacks:
+        data_cfg = dataclasses.replace(data_cfg, train_limit=min(cfg.pgn_train_limit, reference["train_size"]))
+    dataset = data.load_dataset(data_cfg)
+    x_test = dataset.test_images.astype(np.float32) / 255.0
+    y_test = dataset.test_labels
+
+    def loaded(run):
+        return LoadedRun(run, x_test, y_test, dataset.name, cfg.test_limit)
+
+    targets = [loaded(run) for run in runs]
+    attacker = loaded(source) if source else None
+    eval_dir = Path(cfg.eval_dir or runs[0].run_dir / "eval")
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    results = {"protocol": _protocol(cfg, dataset, len(y_test)), "runs": {}}
+    crafted: dict = {}
+    min_norm_outcomes: dict = {a: {} for a in MIN_NORM_ATTACKS}
+    plots = []
+    for target in targets:
+        say(f"evaluating {target.run.run_dir}")
+        run_result = {"run_dir": str(target.run.run_dir), "defense": target.run.defense,
+                      "weights": target.fingerprint,
+                      "benign_accuracy": float(np.mean(target.predict(x_test, cfg.batch_size) == y_test)),
+                      "seconds_per_epoch": target.run.seconds_per_epoch(), "attacks": {}}
+        for attack in [a for a in cfg.attacks if a != "pgn"]:
+            white = outcome(attack, target, cfg, crafted=crafted)
+            run_result["attacks"][attack] = {"white": summarize(white)}
+            if attacker is not None and attacker.fingerprint != target.fingerprint:
+                black = outcome(attack, target, cfg, source=attacker, crafted=crafted)
+                run_result["attacks"][attack]["black"] = summarize(black)
+            if attack in MIN_NORM_ATTACKS:
+                min_norm_outcomes[attack][target.run.name] = white
+        run_result["masking_pgd"] = summarize(outcome("masking", target, cfg, crafted=crafted))
+        run_result["zero_gradient_fraction"] = zero_gradient_fraction(target, cfg.batch_size)
+        run_result["masking_checks"] = masking.run_checks(run_result, cfg)
+        if "pgn" in cfg.attacks:
+            points = figure3_points(target, dataset.train_images, dataset.train_labels, cfg, say)
+            run_result["figure3"] = points
+            plots.append(report.plot_figure3(target.run.name, points, results["protocol"], eval_dir))
+        results["runs"][target.run.name] = run_result
+    for attack, outcomes in min_norm_outcomes.items():
+        if outcomes:
+            budgets = report.budget_grid(outcomes.values())
+            for name, result in outcomes.items():
+                results["runs"][name].setdefault("budget_curves", {})[attack] = {
+                    "budgets": budgets.tolist(), "accuracy": accuracy_under_budget(result, budgets).tolist()}
+    plots += report.plot_budget_curves(results, eval_dir)
+    results["plots"] = plots
+    write_json_atomic(eval_dir / "results.json", results)
+    (eval_dir / "results.md").write_text(report.results_markdown(results))
+    say(f"wrote {eval_dir / 'results.md'}, results.json and {len(plots)} plot(s)")
+    return results
+
+
+def _dataset_key(info: dict) -> tuple:
+    return info["name"], tuple(info["image_shape"]), info["num_classes"]
+
+
+def _protocol(cfg: EvalConfig, dataset, n: int) -> dict:
+    settings = {a: cfg.attack_settings(a) for a in ("fgm", "mim", "deepfool", "cw", "masking")}
+    line = (f"FGM L2 eps {cfg.fgm_eps:g}; MIM L2 eps {cfg.mim_eps:g}, {cfg.mim_iters} iterations, step "
+            f"{cfg.mim_eps_iter:g}; DeepFool {cfg.deepfool_iters} iterations, overshoot {cfg.deepfool_overshoot:g}, "
+            f"{cfg.deepfool_candidates} candidates; CW-L2 {cfg.cw_iters} iterations x {cfg.cw_binary_steps} "
+            f"binary-search steps, lr {cfg.cw_lr:g}, initial c {cfg.cw_initial_const:g}, confidence 0")
+    return {"dataset": dataset.name, "dataset_source": dataset.source, "n": n, "test_limit": cfg.test_limit,
+            "source_run": cfg.source_run, "attacks": list(cfg.attacks), "settings": settings,
+            "settings_line": line, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": {"platform": platform.platform(), "cpus": os.cpu_count()}, "versions": package_versions()}
+

@@ -1,0 +1,48 @@
+"""Checks that warn when a robustness number may come from gradient masking (Athalye et al.
+2018's warning signs), run on every evaluation, beyond the paper's protocol.
+
+Each check returns a record {"check", "passed", "detail"}; a failed one is shown as a warning
+next to the numbers it casts doubt on, never dropped.
+"""
+from __future__ import annotations
+
+LARGE_BUDGET_MAX_ACCURACY = 0.05   # PGD with an L2 budget of ~5 (a visible change) must win
+ITERATIVE_SLACK = 0.02             # MIM may not be weaker than one FGM step at the same eps
+TRANSFER_SLACK = 0.02              # white-box may not be weaker than black-box
+MIN_NORM_SUCCESS = 0.95            # unbounded minimum-norm attacks must (nearly) always succeed
+ZERO_GRADIENT_MAX_FRACTION = 0.10  # input gradients exactly zero for more than this: masking
+
+
+def run_checks(summary: dict, cfg) -> list[dict]:
+    """``summary``: one run's evaluation ({"attacks": {name: {"white": ..., "black": ...}}, ...})."""
+    checks = []
+    attacks = summary["attacks"]
+    if "masking_pgd" in summary:
+        acc = summary["masking_pgd"]["accuracy"]
+        checks.append(_check(
+            f"PGD with L2 budget {cfg.masking_eps:g} ({cfg.masking_iters} steps) brings accuracy near 0",
+            acc <= LARGE_BUDGET_MAX_ACCURACY, f"accuracy {acc:.3f} (limit {LARGE_BUDGET_MAX_ACCURACY})"))
+    if "fgm" in attacks and "mim" in attacks and cfg.fgm_eps == cfg.mim_eps:
+        fgm, mim = attacks["fgm"]["white"]["accuracy"], attacks["mim"]["white"]["accuracy"]
+        checks.append(_check("iterative MIM is at least as strong as one-step FGM at the same eps",
+                             mim <= fgm + ITERATIVE_SLACK, f"MIM {mim:.3f} vs FGM {fgm:.3f}"))
+    for name, result in attacks.items():
+        if "black" in result:
+            white, black = result["white"]["accuracy"], result["black"]["accuracy"]
+            checks.append(_check(f"white-box {name} is at least as strong as black-box {name}",
+                                 white <= black + TRANSFER_SLACK, f"white {white:.3f} vs black {black:.3f}"))
+        if name in ("cw", "deepfool"):
+            rate = result["white"]["success_rate_correct"]
+            checks.append(_check(f"{name} succeeds on (nearly) every correctly classified example",
+                                 rate is not None and rate >= MIN_NORM_SUCCESS,
+                                 f"success {rate if rate is None else round(rate, 3)} (limit {MIN_NORM_SUCCESS})"))
+    if "zero_gradient_fraction" in summary:
+        fraction = summary["zero_gradient_fraction"]
+        checks.append(_check("input gradients are non-zero for most test examples",
+                             fraction <= ZERO_GRADIENT_MAX_FRACTION,
+                             f"{fraction:.1%} exactly zero (limit {ZERO_GRADIENT_MAX_FRACTION:.0%})"))
+    return checks
+
+
+def _check(name: str, passed: bool, detail: str) -> dict:
+    return {"check": name, "passed": bool(passed), "detail": detail}

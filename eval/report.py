@@ -1,0 +1,104 @@
+"""results.md (the paper's Table 2 layout, masking warnings beside it) and the PNG plots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+ATTACK_TITLES = {"fgm": "FGM", "mim": "MIM", "deepfool": "DeepFool", "cw": "CW-L2"}
+
+
+def _fmt(value, digits=3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def results_markdown(results: dict) -> str:
+    protocol = results["protocol"]
+    lines = [
+        f"# Evaluation: {protocol['dataset']}, {protocol['n']} test examples",
+        "",
+        f"White-box attacks on each run's EMA classifier (float32). Black-box: crafted on "
+        f"`{protocol['source_run'] or 'none given'}` and transferred. Settings: {protocol['settings_line']}.",
+        "",
+        "Mean / median L2 are over the successful adversarial examples. **all**: every example the attack "
+        "left misclassified, including those the model already got wrong (the paper's reference code); "
+        "**correct**: only examples classified correctly before the attack.",
+        "",
+        "| run | defense | attack | W-box acc | mean L2 (all) | median L2 (all) | mean L2 (correct) "
+        "| median L2 (correct) | B-box acc | benign acc | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run in results["runs"].items():
+        for attack, result in run["attacks"].items():
+            white, black = result["white"], result.get("black")
+            lines.append(
+                f"| {name} | {run['defense']} | {ATTACK_TITLES.get(attack, attack)} | {_fmt(white['accuracy'])} "
+                f"| {_fmt(white['mean_l2_all'])} | {_fmt(white['median_l2_all'])} | {_fmt(white['mean_l2_correct'])} "
+                f"| {_fmt(white['median_l2_correct'])} | {_fmt(black['accuracy']) if black else '-'} "
+                f"| {_fmt(run['benign_accuracy'])} | {_fmt(run['seconds_per_epoch'], 1)} |")
+    lines += ["", "## Gradient-masking checks", ""]
+    for name, run in results["runs"].items():
+        failed = [c for c in run["masking_checks"] if not c["passed"]]
+        verdict = f"**WARNING: {len(failed)} check(s) failed**" if failed else "all passed"
+        lines.append(f"- `{name}`: {verdict}")
+        for check in run["masking_checks"]:
+            mark = "ok" if check["passed"] else "FAILED"
+            lines.append(f"  - {mark}: {check['check']} ({check['detail']})")
+    if results.get("plots"):
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in results["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_budget_curves(results: dict, out_dir: Path) -> list[str]:
+    """Accuracy against the L2 budget, from each minimum-norm attack (Figure 4's curve)."""
+    paths = []
+    for attack in ("deepfool", "cw"):
+        runs = {n: r for n, r in results["runs"].items() if attack in r.get("budget_curves", {})}
+        if not runs:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for name, run in runs.items():
+            curve = run["budget_curves"][attack]
+            ax.plot(curve["budgets"], curve["accuracy"], label=f"{name}")
+        ax.set_xlabel("L2 budget")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{ATTACK_TITLES[attack]}: {results['protocol']['dataset']}, n={results['protocol']['n']}",
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"accuracy_vs_l2_{attack}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
+
+
+def plot_figure3(name: str, points: dict, protocol: dict, out_dir: Path) -> str:
+    """Accuracy against mean perturbation norm: PGN (over c_L) beside FGM and PGD (over eps)."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for method, marker in (("pgn", "o"), ("fgm", "s"), ("pgd", "^")):
+        pts = sorted(points.get(method, []), key=lambda p: p["mean_l2"])
+        if pts:
+            ax.plot([p["mean_l2"] for p in pts], [p["accuracy"] for p in pts], marker=marker,
+                    label=method.upper())
+    ax.set_xlabel("mean L2 of the perturbation")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"attacks on {name}: {protocol['dataset']}, n={protocol['n']}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out_dir / f"figure3_{name}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def budget_grid(outcomes) -> np.ndarray:
+    """Budgets up to a little past the largest successful norm among the runs' outcomes."""
+    largest = max([float(np.max(o.l2)) for o in outcomes if len(o.l2)] + [1e-3])
+    return np.linspace(0.0, 1.05 * largest, 50)

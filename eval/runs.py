@@ -1,0 +1,84 @@
+"""A trained run as evaluation sees it: its settings, its averaged classifier, its training time."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import statistics
+from pathlib import Path
+
+import keras
+
+import data
+from models import build_classifier
+from training.loop import EMA_WEIGHTS_FILE
+from training.rundir import CONFIG_FILE, RunDirError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    run_dir: Path
+    config: dict
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def settings(self) -> dict:
+        return self.config["settings"]
+
+    @property
+    def defense(self) -> str:
+        return self.settings["defense.defense"]
+
+    @property
+    def weights_path(self) -> Path:
+        return self.run_dir / EMA_WEIGHTS_FILE
+
+    def data_config(self, test_limit: int) -> data.DataConfig:
+        """The run's dataset, with the evaluation's own test subset (0 = the whole test split)."""
+        fields = {f.name: self.settings[f"data.{f.name}"] for f in dataclasses.fields(data.DataConfig)}
+        return data.DataConfig(**{**fields, "test_limit": test_limit})
+
+    def build_classifier(self) -> keras.Model:
+        """The EMA classifier in float32, whatever the run trained in: float16 gradients vanish for
+        confident models and would overstate robustness (methods.md section 5)."""
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("float32")
+        try:
+            info = self.config["dataset"]
+            model = build_classifier(info["num_classes"], tuple(info["image_shape"]), self.settings["train.width"])
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        model.load_weights(str(self.weights_path))
+        return model
+
+    def fingerprint(self) -> str:
+        """Changes whenever the evaluated weights change: part of every cached result's key."""
+        return hashlib.sha1(self.weights_path.read_bytes()).hexdigest()[:16]
+
+    def seconds_per_epoch(self) -> float | None:
+        """Median training time per epoch from the run's own log (the table's last column)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return None
+        times = [r["seconds_per_epoch"] for r in map(json.loads, path.read_text().splitlines())
+                 if r.get("kind") == "epoch_record"]
+        return statistics.median(times) if times else None
+
+
+def load_run(run_dir: str | Path) -> TrainedRun:
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.exists():
+        raise RunDirError(f"{run_dir} is not a run directory (no {CONFIG_FILE}): pass the --run_dir of a training run")
+    if not (run_dir / EMA_WEIGHTS_FILE).exists():
+        raise RunDirError(f"{run_dir} has no trained weights yet ({EMA_WEIGHTS_FILE} is written at the end of "
+                          f"each epoch): train it first, or resume it with the same --run_dir")
+    try:
+        config = json.loads(config_path.read_text())
+        config["settings"], config["dataset"]
+    except (ValueError, KeyError) as err:
+        raise RunDirError(f"{config_path} is unreadable ({type(err).__name__}): it was not written by this tool") from None
+    return TrainedRun(run_dir, config)

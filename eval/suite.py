@@ -1,0 +1,128 @@
+"""Runs the evaluation attacks over a test set in batches, and caches per-example outcomes.
+
+An outcome is cached in ``<run>/eval_cache/`` under a key made of the attack, its settings, the
+evaluated weights (and the source's, for black-box), the dataset and the test subset: a second
+evaluation of the same run computes only what is new, and retrained weights are never mistaken
+for old ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import attacks
+from eval.metrics import Outcome
+
+CACHE_DIR = "eval_cache"
+
+
+class LoadedRun:
+    """A trained run with its float32 EMA classifier and the evaluation's test examples."""
+
+    def __init__(self, run, x_test: np.ndarray, y_test: np.ndarray, dataset_name: str, test_limit: int):
+        self.run = run
+        self.model = run.build_classifier()
+        self.fingerprint = run.fingerprint()
+        self.x, self.y = x_test, y_test
+        self.dataset_name, self.test_limit = dataset_name, test_limit
+        model = self.model
+        # One model_fn per model: the compiled attacks trace once per model_fn.
+        self.model_fn = lambda images: model(images, training=False)
+        self._logits = tf.function(self.model_fn, reduce_retracing=True)
+
+    def predict(self, images: np.ndarray, batch_size: int) -> np.ndarray:
+        return np.concatenate([np.argmax(self._logits(images[i:i + batch_size]).numpy(), axis=-1)
+                               for i in range(0, len(images), batch_size)])
+
+    def cache_path(self, attack: str, settings: dict, source=None) -> Path:
+        key = {"attack": attack, "settings": settings, "weights": self.fingerprint,
+               "source": source.fingerprint if source else None, "dataset": self.dataset_name,
+               "test_limit": self.test_limit, "n": int(len(self.y))}
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        box = "black" if source else "white"
+        return self.run.run_dir / CACHE_DIR / f"{attack}-{box}-{digest}.npz"
+
+
+def craft(attack: str, target: LoadedRun, cfg, progress_label: str) -> np.ndarray:
+    """Adversarial examples for target's test set, in batches of cfg.batch_size."""
+    x, y = target.x, target.y
+    fn = _attack_fn(attack, target.model_fn, cfg)
+    bar = keras.utils.Progbar(len(y), verbose=1 if sys.stdout.isatty() else 2, unit_name="example")
+    print(progress_label)
+    out = []
+    for start in range(0, len(y), cfg.batch_size):
+        xb, yb = x[start:start + cfg.batch_size], y[start:start + cfg.batch_size]
+        out.append(np.asarray(fn(tf.constant(xb), tf.constant(yb))))
+        bar.update(min(start + cfg.batch_size, len(y)))
+    return np.concatenate(out)
+
+
+def _attack_fn(attack: str, model_fn, cfg):
+    """attack name -> f(x, y) -> x_adv, with the evaluation's settings (all L2, box [0, 1])."""
+    box = dict(clip_min=0.0, clip_max=1.0)
+    if attack == "fgm":
+        return lambda x, y: attacks.fast_gradient_method(model_fn, x, cfg.fgm_eps, 2, y=y, **box)
+    if attack == "mim":
+        return lambda x, y: attacks.momentum_iterative_method(
+            model_fn, x, eps=cfg.mim_eps, eps_iter=min(cfg.mim_eps_iter, cfg.mim_eps), nb_iter=cfg.mim_iters,
+            norm=2, y=y, **box)
+    if attack == "deepfool":
+        return lambda x, y: attacks.deepfool(model_fn, x, nb_candidate=cfg.deepfool_candidates,
+                                             overshoot=cfg.deepfool_overshoot, max_iter=cfg.deepfool_iters, **box)
+    if attack == "cw":
+        return lambda x, y: attacks.carlini_wagner_l2(
+            model_fn, x, y=y, batch_size=cfg.batch_size, binary_search_steps=cfg.cw_binary_steps,
+            max_iterations=cfg.cw_iters, abort_early=True, confidence=0.0,
+            initial_const=cfg.cw_initial_const, learning_rate=cfg.cw_lr, **box)
+    if attack == "masking":
+        step = min(cfg.masking_eps, 2.5 * cfg.masking_eps / cfg.masking_iters)  # Madry et al.'s 2.5 eps/steps
+        return lambda x, y: attacks.projected_gradient_descent(
+            model_fn, x, cfg.masking_eps, step, cfg.masking_iters, 2, y=y, rand_init=False, **box)
+    raise ValueError(f"unknown attack '{attack}'")
+
+
+def outcome(attack: str, target: LoadedRun, cfg, source: LoadedRun | None = None,
+            crafted: dict | None = None) -> Outcome:
+    """The attack's per-example outcome on ``target``: crafted on ``target`` (white-box) or on
+    ``source`` and transferred (black-box). ``crafted`` memoises adversarials within one eval."""
+    settings = cfg.attack_settings(attack)
+    path = target.cache_path(attack, settings, source)
+    if path.exists():
+        with np.load(path) as cached:
+            return Outcome(**{k: cached[k] for k in ("labels", "clean_pred", "adv_pred", "l2")})
+    attacker = source or target
+    memo_key = (attack, attacker.fingerprint)
+    if crafted is not None and memo_key in crafted:
+        x_adv = crafted[memo_key]
+    else:
+        x_adv = craft(attack, attacker, cfg, f"{attack} on {attacker.run.name} ({len(attacker.y)} examples)")
+        if crafted is not None:
+            crafted[memo_key] = x_adv
+    result = Outcome(
+        labels=target.y, clean_pred=target.predict(target.x, cfg.batch_size),
+        adv_pred=target.predict(x_adv, cfg.batch_size),
+        l2=np.sqrt(((x_adv - attacker.x) ** 2).reshape(len(x_adv), -1).sum(axis=1)).astype(np.float32))
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name("tmp-" + path.name)
+    np.savez(tmp, **result.arrays())
+    tmp.replace(path)
+    return result
+
+
+def zero_gradient_fraction(target: LoadedRun, batch_size: int) -> float:
+    """Fraction of test examples whose cross-entropy input gradient is exactly zero (float32)."""
+    @tf.function(reduce_retracing=True)
+    def norms(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = attacks.cross_entropy_loss(labels=y, logits=target.model_fn(x))
+        return attacks.l2_norm(tape.gradient(loss, x))
+    values = np.concatenate([norms(tf.constant(target.x[i:i + batch_size]), tf.constant(target.y[i:i + batch_size])).numpy()
+                             for i in range(0, len(target.y), batch_size)])
+    return float(np.mean(values == 0.0))

@@ -1,0 +1,115 @@
+"""--mode eval on two tiny trained runs: tables, plots, masking checks, caching, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import data
+from eval import suite
+from eval.config import EvalConfig
+from eval.evaluate import evaluate
+from eval.metrics import Outcome, accuracy_under_budget, summarize
+from training.config import DefenseConfig, RunConfig, TrainConfig
+from training.loop import train
+from training.rundir import RunDirError
+from tests.test_cli import assert_one_line_error, run_py
+
+FAST = dict(mim_iters=5, deepfool_iters=20, cw_iters=10, cw_binary_steps=2, masking_iters=5, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_folder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_runs")
+    runs = {}
+    for defense, seed in (("none", 1), ("fgm", 2)):
+        run_dir = root / f"{defense}-seed{seed}"
+        train(data.DataConfig(dataset=f"folder:{tiny_folder}", data_dir=str(root / "tfds")),
+              TrainConfig(epochs=2, batch_size=16, width=0.125, seed=seed),
+              DefenseConfig(defense=defense, eps=0.5),
+              RunConfig(run_dir=str(run_dir), monitor_size=16, checkpoint_every_minutes=0), say=lambda *_: None)
+        runs[defense] = run_dir
+    return runs
+
+
+def test_summaries_separate_all_misclassified_from_correct_before():
+    outcome = Outcome(labels=np.array([0, 0, 1, 1]), clean_pred=np.array([0, 1, 1, 1]),
+                      adv_pred=np.array([1, 1, 0, 1]), l2=np.array([0.2, 0.0, 0.4, 0.9], np.float32))
+    s = summarize(outcome)
+    assert s["accuracy"] == 0.25 and s["benign_accuracy"] == 0.75
+    assert s["success_rate"] == 0.75 and s["success_rate_correct"] == pytest.approx(2 / 3)
+    assert s["mean_l2_all"] == pytest.approx(0.2) and s["mean_l2_correct"] == pytest.approx(0.3)
+    np.testing.assert_allclose(accuracy_under_budget(outcome, np.array([0.0, 0.3, 1.0])), [0.75, 0.5, 0.25])
+
+
+def test_eval_of_two_runs_writes_tables_plots_and_masking_checks(two_runs, tmp_path):
+    out = tmp_path / "eval"
+    results = evaluate(EvalConfig(run_dirs=(str(two_runs["fgm"]), str(two_runs["none"])),
+                                  source_run=str(two_runs["none"]), eval_dir=str(out), **FAST), say=lambda *_: None)
+    stored = json.loads((out / "results.json").read_text())
+    assert set(stored["runs"]) == {"fgm-seed2", "none-seed1"}
+    fgm_run = stored["runs"]["fgm-seed2"]
+    assert set(fgm_run["attacks"]) == {"fgm", "mim", "deepfool", "cw"}
+    assert "black" in fgm_run["attacks"]["cw"]  # transferred from the clean run
+    assert "black" not in stored["runs"]["none-seed1"]["attacks"]["cw"]  # the source itself
+    assert fgm_run["attacks"]["fgm"]["white"]["median_l2_correct"] in (None, pytest.approx(0.5, abs=1e-3))
+    assert 0.0 <= fgm_run["attacks"]["deepfool"]["white"]["success_rate"] <= 1.0
+    assert fgm_run["masking_checks"] and all({"check", "passed", "detail"} <= set(c) for c in fgm_run["masking_checks"])
+    assert fgm_run["seconds_per_epoch"] > 0
+    markdown = (out / "results.md").read_text()
+    assert "| fgm-seed2 | fgm | CW-L2 |" in markdown and "Gradient-masking checks" in markdown
+    assert (out / "accuracy_vs_l2_cw.png").stat().st_size > 1000
+    assert (out / "accuracy_vs_l2_deepfool.png").exists()
+    assert results["protocol"]["n"] == 24
+
+
+def test_a_second_eval_reuses_cached_attacks(two_runs, tmp_path, monkeypatch):
+    cfg = EvalConfig(run_dirs=(str(two_runs["none"]),), attacks=("fgm", "deepfool"), eval_dir=str(tmp_path), **FAST)
+    first = evaluate(cfg, say=lambda *_: None)
+    crafted = []
+    real_craft = suite.craft
+    monkeypatch.setattr(suite, "craft", lambda *a, **k: crafted.append(a[0]) or real_craft(*a, **k))
+    second = evaluate(cfg, say=lambda *_: None)
+    assert crafted == []
+    assert first["runs"] == second["runs"]
+    third = evaluate(EvalConfig(**{**cfg.__dict__, "fgm_eps": 0.25}), say=lambda *_: None)
+    assert crafted == ["fgm"]  # only what changed is recomputed
+    assert third["runs"]["none-seed1"]["attacks"]["fgm"]["white"]["median_l2_all"] == pytest.approx(0.25, abs=1e-3)
+
+
+def test_pgn_as_an_attack_draws_figure3(two_runs, tmp_path):
+    cfg = EvalConfig(run_dirs=(str(two_runs["none"]),), attacks=("pgn",), eval_dir=str(tmp_path),
+                     pgn_c_l=(0.5, 50.0), pgn_eps=(0.25, 1.0), pgn_epochs=40, **FAST)
+    points = evaluate(cfg, say=lambda *_: None)["runs"]["none-seed1"]["figure3"]
+    assert [p["c_l"] for p in points["pgn"]] == [0.5, 50.0]
+    assert points["pgn"][0]["mean_l2"] > points["pgn"][1]["mean_l2"]
+    assert [p["eps"] for p in points["pgd"]] == [0.25, 1.0]
+    assert points["pgd"][1]["accuracy"] <= points["pgd"][0]["accuracy"]
+    assert (tmp_path / "figure3_none-seed1.png").exists()
+
+
+def test_bad_eval_input_is_refused(two_runs, tmp_path):
+    empty = tmp_path / "untrained"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    with pytest.raises(RunDirError, match="no trained weights"):
+        evaluate(EvalConfig(run_dirs=(str(empty),)), say=lambda *_: None)
+    other = tmp_path / "other"
+    other.mkdir()
+    config = json.loads((two_runs["none"] / "config.json").read_text())
+    config["dataset"]["name"] = "folder:/elsewhere"
+    (other / "config.json").write_text(json.dumps(config))
+    (other / "ema_classifier.weights.h5").write_bytes((two_runs["none"] / "ema_classifier.weights.h5").read_bytes())
+    with pytest.raises(RunDirError, match="attacks must share one test set"):
+        evaluate(EvalConfig(run_dirs=(str(two_runs["none"]),), source_run=str(other)), say=lambda *_: None)
+
+
+def test_eval_command_line_errors(two_runs, tmp_path):
+    assert_one_line_error(run_py("--mode", "eval", "--run_dir", str(two_runs["none"]), "--attacks", "fgm,laser"),
+                          "laser", "--attacks")
+    assert_one_line_error(run_py("--mode", "eval", "--run_dir", str(tmp_path)), "not a run directory")
+    result = run_py("--mode", "eval", "--run_dir", str(two_runs["fgm"]), "--attacks", "fgm", "--masking_iters", "2",
+                    "--eval_dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / "results.md").exists()
