@@ -36,11 +36,16 @@ def check_non_negative(name, value):
 
 
 def check_iterations(nb_iter):
-    known = static_value(nb_iter)
+    check_integer("nb_iter", nb_iter, 0)
+
+
+def check_integer(name, value, minimum):
+    """An integer count (a Python int, or a tensor known at trace time) of at least ``minimum``."""
+    known = static_value(value)
     if known is None:
         return
-    if known.size != 1 or known != np.round(known) or known < 0:
-        raise ValueError(f"nb_iter must be an integer >= 0, got {nb_iter!r}.")
+    if known.size != 1 or known != np.round(known) or known < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 def check_step_within_ball(eps_iter, eps):

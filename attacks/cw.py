@@ -152,14 +152,6 @@ def _cw_graph(model_fn, x, y, targeted, clip_min, clip_max, binary_search_steps,
 _cw_compiled = tf.function(_cw_graph, reduce_retracing=True)
 
 
-def _check_integer(name, value, minimum):
-    known = _checks.static_value(value)
-    if known is None:
-        return
-    if known.size != 1 or known != np.round(known) or known < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-
 def _check_positive(name, value):
     known = _checks.static_value(value)
     if known is not None and np.any(known <= 0):
@@ -200,8 +192,8 @@ def carlini_wagner_l2(model_fn, x, y=None, targeted=False, batch_size=128, clip_
     """
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
-    _check_integer("binary_search_steps", binary_search_steps, 1)
-    _check_integer("max_iterations", max_iterations, 0)
+    _checks.check_integer("binary_search_steps", binary_search_steps, 1)
+    _checks.check_integer("max_iterations", max_iterations, 0)
     _checks.check_non_negative("confidence", confidence)
     _check_positive("initial_const", initial_const)
     _check_positive("learning_rate", learning_rate)

@@ -37,7 +37,6 @@ Jacobian of the logit differences), and one forward pass for the stopping test.
 
 import numbers
 
-import numpy as np
 import tensorflow as tf
 
 from attacks import _checks
@@ -125,14 +124,6 @@ def _deepfool_graph(model_fn, x, nb_candidate, overshoot, max_iter, clip_min, cl
 _deepfool_compiled = tf.function(_deepfool_graph, reduce_retracing=True)
 
 
-def _check_int(name, value, minimum):
-    known = _checks.static_value(value)
-    if known is None:
-        return
-    if known.size != 1 or known != np.round(known) or known < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-
 def deepfool(model_fn, x, *, nb_candidate=10, overshoot=0.02, max_iter=100, clip_min=0.0,
              clip_max=1.0, recompute_candidates=False):
     """DeepFool (L2): the smallest step across the nearest linearised decision boundary, repeated.
@@ -149,7 +140,7 @@ def deepfool(model_fn, x, *, nb_candidate=10, overshoot=0.02, max_iter=100, clip
     """
     if not isinstance(nb_candidate, numbers.Integral) or isinstance(nb_candidate, bool) or nb_candidate < 2:
         raise ValueError(f"nb_candidate must be a Python int >= 2, got {nb_candidate!r}.")
-    _check_int("max_iter", max_iter, 0)
+    _checks.check_integer("max_iter", max_iter, 0)
     _checks.check_non_negative("overshoot", overshoot)
     _checks.check_clip(clip_min, clip_max)
     x = tf.convert_to_tensor(x)

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from models import build_classifier  # noqa: E402
 from training.config import DefenseConfig, TrainConfig  # noqa: E402
@@ -32,19 +32,23 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("num_classes", 10, "Classes (10: CIFAR-10, 100: CIFAR-100).")
 flags.DEFINE_integer("steps", 10, "Timed steps per defense (after 2 warm-up steps).")
 flags.DEFINE_integer("repeats", 3, "Timing rounds over all defenses; the median round counts.")
-flags.DEFINE_list("defenses", ["none", "fgm", "pgd", "pgn"], "Defenses to time.")
+flags.DEFINE_list("defenses", ["none", "fgm", "pgd", "pgn", "pgn:alternating"], "Defenses to time.")
 flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute.")
 FLAGS = flags.FLAGS
 
-LABELS = {"none": "clean", "fgm": "FGM", "pgd": "PGD-10", "pgn": "PGN"}
+LABELS = {"none": "clean", "fgm": "FGM", "pgd": "PGD-10", "pgn": "PGN (simultaneous)",
+          "pgn:alternating": "PGN (alternating)"}
 
 
 def build_step(defense_name: str, x, y):
+    """defense_name: a --defense value, or pgn:alternating for PGN's other update order."""
     import keras
     keras.utils.set_random_seed(0)
+    defense_name, _, update = defense_name.partition(":")
     train_cfg = TrainConfig(width=FLAGS.width, mixed_precision=FLAGS.mixed_precision)
     classifier = build_classifier(FLAGS.num_classes, x.shape[1:], FLAGS.width)
-    defense = make_defense(classifier, DefenseConfig(defense=defense_name, gen_width=FLAGS.gen_width),
+    defense = make_defense(classifier, DefenseConfig(defense=defense_name, gen_width=FLAGS.gen_width,
+                                                     pgn_update=update or "simultaneous"),
                            train_cfg, tf.random.Generator.from_seed(0))
     defense.build()
     ema = WeightEMA(defense.networks, train_cfg.ema_decay)
@@ -64,6 +68,7 @@ def seconds_per_step(step, x, y) -> float:
 
 def main(_):
     import keras
+    logging.set_verbosity(logging.ERROR)  # each defense's own step function is a new trace, as intended
     if FLAGS.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     rng = np.random.default_rng(0)

@@ -64,17 +64,9 @@ def plot_budget_curves(results: dict, out_dir: Path) -> list[str]:
         for name, run in runs.items():
             curve = run["budget_curves"][attack]
             ax.plot(curve["budgets"], curve["accuracy"], label=f"{name}")
-        ax.set_xlabel("L2 budget")
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"{ATTACK_TITLES[attack]}: {results['protocol']['dataset']}, n={results['protocol']['n']}",
-                     fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"accuracy_vs_l2_{attack}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(str(path))
+        protocol = results["protocol"]
+        paths.append(_save(fig, ax, "L2 budget", f"{ATTACK_TITLES[attack]}: {protocol['dataset']}, n={protocol['n']}",
+                           out_dir / f"accuracy_vs_l2_{attack}.png"))
     return paths
 
 
@@ -86,13 +78,18 @@ def plot_figure3(name: str, points: dict, protocol: dict, out_dir: Path) -> str:
         if pts:
             ax.plot([p["mean_l2"] for p in pts], [p["accuracy"] for p in pts], marker=marker,
                     label=method.upper())
-    ax.set_xlabel("mean L2 of the perturbation")
+    return _save(fig, ax, "mean L2 of the perturbation", f"attacks on {name}: {protocol['dataset']}, n={protocol['n']}",
+                 out_dir / f"figure3_{name}.png")
+
+
+def _save(fig, ax, xlabel: str, title: str, path: Path) -> str:
+    """Every plot says which dataset and how many examples it used, in its title."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"attacks on {name}: {protocol['dataset']}, n={protocol['n']}", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out_dir / f"figure3_{name}.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return str(path)
