@@ -48,7 +48,9 @@ def _timed(fn, x, y):
 
 
 def _median_l2(model, x, y, x_adv) -> tuple[float, float]:
-    fooled = np.argmax(model(x_adv).numpy(), axis=-1) != y
+    # foolbox's CW returns an all-black image where it found nothing; that is not a success.
+    found = np.any(np.asarray(x_adv) != 0, axis=(1, 2, 3))
+    fooled = (np.argmax(model(x_adv).numpy(), axis=-1) != y) & found
     norms = np.sqrt(((x_adv - x) ** 2).reshape(len(x), -1).sum(axis=1))
     return float(np.median(norms[fooled])) if fooled.any() else float("nan"), float(fooled.mean())
 

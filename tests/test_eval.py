@@ -113,3 +113,43 @@ def test_eval_command_line_errors(two_runs, tmp_path):
                     "--eval_dir", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "out" / "results.md").exists()
+
+
+def test_deepfool_and_cw_median_l2_match_foolbox_on_a_trained_cnn(two_runs, tiny_folder):
+    """The issue's acceptance bar: medians within 2% of foolbox 3.3.4's on a trained model."""
+    fb = pytest.importorskip("foolbox")
+    import tensorflow as tf
+
+    import attacks
+    from eval.runs import load_run
+
+    run = load_run(two_runs["none"])
+    model = run.build_classifier()
+    dataset = data.load_dataset(run.data_config(test_limit=0))
+    x = tf.constant(dataset.test_images.astype(np.float32) / 255.0)
+    predictions = np.argmax(model(x).numpy(), axis=-1).astype(np.int32)
+    fmodel = fb.TensorFlowModel(tf.function(model, reduce_retracing=True), bounds=(0, 1))
+
+    def fooled_and_median_l2(x_adv):
+        # foolbox's CW returns an all-black image where it finds nothing (its best_advs start at
+        # zeros), which a model may misclassify by chance: not an adversarial it found.
+        found = np.any(np.asarray(x_adv) != 0, axis=(1, 2, 3))
+        fooled = (np.argmax(model(x_adv).numpy(), axis=-1) != predictions) & found
+        return fooled, np.median(np.sqrt(np.sum((np.asarray(x_adv) - x.numpy()) ** 2, axis=(1, 2, 3)))[fooled])
+
+    def assert_agree(ours, theirs):
+        (our_fooled, our_median), (their_fooled, their_median) = map(fooled_and_median_l2, (ours, theirs))
+        assert our_fooled.sum() >= 12 and abs(int(our_fooled.sum()) - int(their_fooled.sum())) <= 1
+        assert our_median == pytest.approx(their_median, rel=0.02)
+
+    ours = attacks.deepfool(model, x, nb_candidate=10, overshoot=0.02, max_iter=100)
+    theirs = fb.attacks.L2DeepFoolAttack(steps=100, candidates=10, overshoot=0.02, loss="logits")(
+        fmodel, x, fb.criteria.Misclassification(tf.constant(predictions, tf.int64)), epsilons=None)[0]
+    assert_agree(ours, theirs)
+
+    ours = attacks.carlini_wagner_l2(model, x, y=predictions, binary_search_steps=5, max_iterations=100,
+                                     learning_rate=5e-3, initial_const=1e-2)
+    theirs = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=5, steps=100, stepsize=5e-3,
+                                              initial_const=1e-2, confidence=0, abort_early=True)(
+        fmodel, x, tf.constant(predictions, tf.int64), epsilons=None)[0]
+    assert_agree(ours, theirs)
