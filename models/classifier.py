@@ -9,7 +9,8 @@ K=10 and 2,749,540 for K=100 at width 1.
 gives 155,146 parameters for K=10, small enough to train on a CPU.
 
 The model returns float32 logits (softmax is left to the losses) even under the
-``mixed_float16`` policy.
+``mixed_float16`` policy. ``with_features`` gives a view of the same layers that returns the
+pooled penultimate features too, from one forward pass (RvS's optimal-transport term needs them).
 """
 from __future__ import annotations
 
@@ -45,6 +46,15 @@ def build_classifier(num_classes: int, input_shape=(32, 32, 3), width: float = 1
     # Logits stay float32 under mixed precision: softmax and CE in float16 overflow.
     logits = layers.Activation("linear", dtype="float32", name="logits")(h)
     return keras.Model(inputs, logits, name=name)
+
+
+def with_features(classifier: keras.Model) -> keras.Model:
+    """A model sharing ``classifier``'s layers and weights whose call returns (features, logits):
+    features are the global average of the last pooled feature map, the input of the final
+    convolution (512 channels at width 1), in float32."""
+    pooled = classifier.get_layer("pool6").output
+    features = layers.GlobalAveragePooling2D(dtype="float32", name="features")(pooled)
+    return keras.Model(classifier.input, [features, classifier.output], name=f"{classifier.name}_features")
 
 
 def count_params(model: keras.Model) -> int:

@@ -33,3 +33,14 @@ def test_classifier_rejects_bad_arguments(bad):
     kwargs = dict(num_classes=10, input_shape=(32, 32, 3), width=1.0) | bad
     with pytest.raises(ValueError):
         build_classifier(**kwargs)
+
+
+def test_features_view_shares_weights_and_returns_both_outputs():
+    from models import with_features
+    model = build_classifier(10, (32, 32, 3), 0.25)
+    view = with_features(model)
+    x = np.random.default_rng(0).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
+    features, logits = view(x)
+    assert features.shape == (3, 128) and features.dtype == "float32"
+    np.testing.assert_allclose(logits.numpy(), model(x).numpy(), atol=1e-6)
+    assert {id(v) for v in view.trainable_variables} == {id(v) for v in model.trainable_variables}

@@ -13,6 +13,8 @@ import dataclasses
 DEFENSE_NAMES = ("none", "fgm", "pgd", "pgn")
 PGN_UPDATES = ("simultaneous", "alternating")
 PGN_GRADS = ("prob", "loss")
+NORMS = ("2", "inf")
+L2L_VARIANTS = ("grad", "two_step", "naive")
 GENERATOR_INPUTS = ("grad", "image", "label")  # = models.generator.GENERATOR_INPUTS (a test checks)
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,16 @@ class DefenseConfig:
     pgn_update: str = "simultaneous"
     pgn_inputs: str = "grad,image,label"
     gen_width: float = 1.0        # multiplier of the generator's filter and unit counts
+    # L2L (learning to defend by learning to attack; methods.md section 3)
+    l2l_norm: str = "2"           # "2": ||delta||_2 <= eps (this project's threat model); "inf": eps * tanh(h)
+    l2l_variant: str = "grad"     # "grad" | "two_step" | "naive"
+    attacker_lr: float = 1e-3     # the attacker network's Adam learning rate (two time scales)
+    # RvS (robustness via synthesis; methods.md section 4)
+    rvs_norm: str = "inf"         # the published threat model; "2" as an option
+    rvs_z_dim: int = 640
+    rvs_gen_lr: float = 0.01      # the generator's momentum-SGD learning rate
+    label_smoothing: float = 0.5
+    ot_weight: float = 1.0
 
     def validate(self) -> None:
         if self.eps < 0:
@@ -61,6 +73,14 @@ class DefenseConfig:
         if not inputs or set(inputs) - set(GENERATOR_INPUTS) or len(set(inputs)) != len(inputs):
             raise ValueError(f"--pgn_inputs '{self.pgn_inputs}' must be a comma-separated subset of "
                              f"{','.join(GENERATOR_INPUTS)}")
+        if self.l2l_norm not in NORMS or self.rvs_norm not in NORMS:
+            raise ValueError(f"--l2l_norm and --rvs_norm must be one of {', '.join(NORMS)}")
+        if self.l2l_variant not in L2L_VARIANTS:
+            raise ValueError(f"--l2l_variant must be one of {', '.join(L2L_VARIANTS)}, got {self.l2l_variant}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if min(self.attacker_lr, self.rvs_gen_lr, self.rvs_z_dim) <= 0 or self.ot_weight < 0:
+            raise ValueError("--attacker_lr, --rvs_gen_lr and --rvs_z_dim must be > 0, --ot_weight >= 0")
         if self.pgn_update not in PGN_UPDATES or self.pgn_grad not in PGN_GRADS:
             raise ValueError(f"--pgn_update must be one of {PGN_UPDATES}, --pgn_grad one of {PGN_GRADS}")
 
