@@ -19,7 +19,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from configs import PRESETS  # noqa: E402
 from eval.config import ATTACKS, DEFAULT_ATTACKS, EvalConfig  # noqa: E402
-from training.config import DEFENSE_NAMES, PGN_GRADS, PGN_UPDATES  # noqa: E402
+from training.config import DEFENSE_NAMES, L2L_VARIANTS, NORMS, PGN_GRADS, PGN_UPDATES  # noqa: E402
 
 MODES = ("train", "eval")
 EXIT_BAD_INPUT = 2
@@ -47,8 +47,10 @@ flags.DEFINE_float("width", 1.0, "Multiplier of the classifier's filter counts (
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order, augmentation and random starts.")
 flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute (GPU only: ~9x slower on CPU).")
 # Defense
-flags.DEFINE_enum("defense", "pgn", DEFENSE_NAMES, "Training method: none (clean), fgm, pgd, pgn (the paper).")
-flags.DEFINE_float("eps", 0.5, "L2 radius of the FGM/PGD training perturbations (pixels in [0, 1]).")
+flags.DEFINE_enum("defense", "pgn", DEFENSE_NAMES,
+                  "Training method: none (clean), fgm, pgd, pgn (the paper), l2l or rvs (sibling methods).")
+flags.DEFINE_float("eps", 0.5, "Radius of the training perturbations (pixels in [0, 1]): L2, or L-inf for "
+                   "--rvs_norm/--l2l_norm inf, whose default is 8/255 instead.")
 flags.DEFINE_integer("pgd_steps", 10, "PGD iterations (step eps/steps*5/3, random start).")
 flags.DEFINE_float("adv_coeff", 1.0, "a in (1-a) CE(x) + a CE(x_adv).")
 flags.DEFINE_float("c_l", 50.0, "PGN: weight of the generator's ||delta||^2 penalty (eq. 4); lower is stronger.")
@@ -56,7 +58,15 @@ flags.DEFINE_enum("pgn_grad", "prob", PGN_GRADS, "PGN: G's gradient input is d/d
 flags.DEFINE_enum("pgn_update", "simultaneous", PGN_UPDATES,
                   "PGN: both updates from one forward pass, or generator step then classifier step.")
 flags.DEFINE_string("pgn_inputs", "grad,image,label", "PGN: generator inputs (Appendix D ablation: any subset).")
-flags.DEFINE_float("gen_width", 1.0, "PGN: multiplier of the generator's filter and unit counts.")
+flags.DEFINE_float("gen_width", 1.0, "PGN, L2L, RvS: width multiplier of the learned attacker network.")
+flags.DEFINE_enum("l2l_norm", "2", NORMS, "L2L: attacker's ball, L2 (||delta|| <= eps) or L-inf (eps * tanh).")
+flags.DEFINE_enum("l2l_variant", "grad", L2L_VARIANTS, "L2L: grad (default), two_step or naive (image only).")
+flags.DEFINE_float("attacker_lr", 1e-3, "L2L: the attacker network's Adam learning rate.")
+flags.DEFINE_enum("rvs_norm", "inf", NORMS, "RvS: the synthesised perturbation's ball (published: L-inf).")
+flags.DEFINE_integer("rvs_z_dim", 640, "RvS: dimension of the generator's noise input.")
+flags.DEFINE_float("rvs_gen_lr", 0.01, "RvS: the generator's momentum-SGD learning rate.")
+flags.DEFINE_float("label_smoothing", 0.5, "RvS: label smoothing of the classifier's cross-entropy.")
+flags.DEFINE_float("ot_weight", 1.0, "RvS: weight of the optimal-transport term in the classifier loss.")
 # Run directory and reporting
 flags.DEFINE_multi_string("run_dir", None, "train: the run directory (default runs/<dataset>-<defense>-w<width>-"
                           "seed<seed>); an existing run with the same settings is resumed. eval: runs to "
@@ -137,11 +147,21 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+LINF_EPS = 8 / 255  # the L-infinity radius of the L2L and RvS papers, for an --eps left unset
+
+
 def _value(name: str):
     """The flag's value: from the command line if given there, else the preset's, else the default."""
     if FLAGS.preset and not FLAGS[name].present and name in PRESETS[FLAGS.preset]:
         return PRESETS[FLAGS.preset][name]
+    if name == "eps" and not FLAGS[name].present and _linf_defense():
+        return LINF_EPS
     return FLAGS[name].value
+
+
+def _linf_defense() -> bool:
+    defense = _value("defense")
+    return (defense == "rvs" and _value("rvs_norm") == "inf") or (defense == "l2l" and _value("l2l_norm") == "inf")
 
 
 def _configs():

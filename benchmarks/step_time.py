@@ -32,12 +32,12 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("num_classes", 10, "Classes (10: CIFAR-10, 100: CIFAR-100).")
 flags.DEFINE_integer("steps", 10, "Timed steps per defense (after 2 warm-up steps).")
 flags.DEFINE_integer("repeats", 3, "Timing rounds over all defenses; the median round counts.")
-flags.DEFINE_list("defenses", ["none", "fgm", "pgd", "pgn", "pgn:alternating"], "Defenses to time.")
+flags.DEFINE_list("defenses", ["none", "fgm", "pgd", "pgn", "pgn:alternating", "l2l", "rvs"], "Defenses to time.")
 flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute.")
 FLAGS = flags.FLAGS
 
 LABELS = {"none": "clean", "fgm": "FGM", "pgd": "PGD-10", "pgn": "PGN (simultaneous)",
-          "pgn:alternating": "PGN (alternating)"}
+          "pgn:alternating": "PGN (alternating)", "l2l": "L2L", "rvs": "RvS"}
 
 
 def build_step(defense_name: str, x, y):

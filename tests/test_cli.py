@@ -63,7 +63,7 @@ def test_a_run_dir_with_other_settings_and_a_corrupt_checkpoint_are_refused(tiny
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == listing
 
 
-@pytest.mark.parametrize("defense", ["none", "fgm", "pgd", "pgn"])
+@pytest.mark.parametrize("defense", ["none", "fgm", "pgd", "pgn", "l2l", "rvs"])
 def test_smoke_preset_on_the_cifar10_copy(cifar10_jpeg, tmp_path, defense):
     result = run_py("--mode", "train", "--defense", defense, "--preset", "smoke",
                     "--dataset", f"folder:{cifar10_jpeg}", "--run_dir", str(tmp_path / "run"))
@@ -76,6 +76,7 @@ def test_smoke_preset_on_the_cifar10_copy(cifar10_jpeg, tmp_path, defense):
     assert list((run / "checkpoints").glob("ckpt-*.index"))
     config = json.loads((run / "config.json").read_text())
     assert config["flags"]["preset"] == "smoke" and config["flags"]["defense"] == defense
+    assert config["settings"]["defense.eps"] == pytest.approx(8 / 255 if defense == "rvs" else 0.5)
     assert config["dataset"]["train_size"] == 2048 and config["dataset"]["class_names"][0] == "airplane"
     assert {"tensorflow", "keras", "cleverhans", "numpy"} <= set(config["versions"])
 

@@ -10,7 +10,7 @@ import dataclasses
 
 # The defenses run.py offers; training.defenses.DEFENSES maps each to its class (a test checks
 # the two agree). Kept here so that the command line parses without importing TensorFlow.
-DEFENSE_NAMES = ("none", "fgm", "pgd", "pgn")
+DEFENSE_NAMES = ("none", "fgm", "pgd", "pgn", "l2l", "rvs")
 PGN_UPDATES = ("simultaneous", "alternating")
 PGN_GRADS = ("prob", "loss")
 NORMS = ("2", "inf")
@@ -46,7 +46,7 @@ class DefenseConfig:
     pgn_grad: str = "prob"        # G's gradient input: of F(x)_y ("prob", the paper) or of the CE
     pgn_update: str = "simultaneous"
     pgn_inputs: str = "grad,image,label"
-    gen_width: float = 1.0        # multiplier of the generator's filter and unit counts
+    gen_width: float = 1.0        # width multiplier of the learned attacker (PGN's G, L2L's A, RvS's G)
     # L2L (learning to defend by learning to attack; methods.md section 3)
     l2l_norm: str = "2"           # "2": ||delta||_2 <= eps (this project's threat model); "inf": eps * tanh(h)
     l2l_variant: str = "grad"     # "grad" | "two_step" | "naive"

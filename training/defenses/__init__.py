@@ -4,10 +4,12 @@ from __future__ import annotations
 from training.defenses.base import Defense
 from training.defenses.clean import CleanTraining
 from training.defenses.gradient_attacks import FGMTraining, PGDTraining
+from training.defenses.l2l import L2LTraining
 from training.defenses.pgn import PGNTraining
+from training.defenses.rvs import RvSTraining
 
 DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (CleanTraining, FGMTraining, PGDTraining, PGNTraining)
+    cls.name: cls for cls in (CleanTraining, FGMTraining, PGDTraining, PGNTraining, L2LTraining, RvSTraining)
 }
 
 
