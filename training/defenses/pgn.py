@@ -16,7 +16,7 @@ network from its own tape, touching only its own variables.
   generator: one more forward pass of G and of F per batch.
 Measured (README, "Choosing PGN's update order"): with ``--preset cpu`` on the CIFAR-10 JPEG copy
 both orders reach the same benign accuracy (0.533 after 15 epochs, 2,000 test images), while a
-simultaneous step costs 0.87x-0.90x an alternating one (benchmarks/step_time.py), so the
+simultaneous step costs 0.81x-0.90x an alternating one (benchmarks/step_time.py), so the
 cheaper order, which is also the reference code's, is the default.
 
 Not reproduced from the reference code: its classifier gradient also flows through x_adv into G's
