@@ -259,3 +259,25 @@ def test_attacks_under_mixed_float16_model_are_float32(mixed_float16, x):
 def test_bad_arguments_raise_value_error(model, x, call, message):
     with pytest.raises(ValueError, match=message):
         call(model, x)
+
+
+@pytest.mark.parametrize("name", ["fgm", "pgd", "mim", "deepfool", "cw"])
+def test_every_attack_keeps_shape_dtype_box_and_ball_without_nan(trained_model, name):
+    model, data, targets = trained_model
+    eps = 0.5
+    box = dict(clip_min=0.0, clip_max=1.0)
+    x_adv = {
+        "fgm": lambda: attacks.fast_gradient_method(model, data, eps, 2, y=targets, **box),
+        "pgd": lambda: attacks.projected_gradient_descent(model, data, eps, 0.1, 10, 2, y=targets,
+                                                          rand_init=True, **box),
+        "mim": lambda: attacks.momentum_iterative_method(model, data, eps=eps, eps_iter=0.06, nb_iter=20,
+                                                         norm=2, y=targets, **box),
+        "deepfool": lambda: attacks.deepfool(model, data, max_iter=20, **box),
+        "cw": lambda: attacks.carlini_wagner_l2(model, data, y=targets, max_iterations=20,
+                                                binary_search_steps=2, **box),
+    }[name]()
+    assert x_adv.shape == data.shape and x_adv.dtype == data.dtype
+    values = np.asarray(x_adv)
+    assert np.all(np.isfinite(values)) and values.min() >= 0.0 and values.max() <= 1.0
+    if name in ("fgm", "pgd", "mim"):  # the bounded attacks stay in the L2 ball
+        assert np.all(delta_norms(x_adv, data) <= eps + 1e-5)
