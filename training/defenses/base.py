@@ -30,9 +30,15 @@ def adversarial_training_loss(clean_ce, adv_ce, adv_coeff: float) -> tf.Tensor:
     return (1.0 - adv_coeff) * clean_ce + adv_coeff * adv_ce
 
 
-def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
-    """Adam, lr 5e-4, no weight decay (Table 1); loss-scaled under mixed precision."""
-    optimizer = keras.optimizers.Adam(learning_rate=train.lr)
+def make_optimizer(train: TrainConfig, learning_rate: float | None = None,
+                   momentum: float | None = None) -> keras.optimizers.Optimizer:
+    """Adam at ``train.lr`` (Table 1: 5e-4, no weight decay) unless another learning rate is given,
+    or momentum SGD when ``momentum`` is; loss-scaled under mixed precision, for every network."""
+    learning_rate = train.lr if learning_rate is None else learning_rate
+    if momentum is None:
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
     if train.mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

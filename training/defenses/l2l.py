@@ -39,14 +39,13 @@ Adam(--attacker_lr), loss-scaled under mixed precision. A's filter counts are sc
 """
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from attacks.projection import SQUARED_NORM_FLOOR, clip_to_box, non_batch_axes, project
 from models.attacker import build_attacker
 from training.config import NORMS
-from training.defenses.base import Defense, accuracy, cross_entropy
+from training.defenses.base import Defense, accuracy, cross_entropy, make_optimizer
 
 # The gradient scale's floor: a batch whose input gradient vanishes gives g = 0, not NaN.
 GRAD_MAX_FLOOR = 1e-12
@@ -94,9 +93,7 @@ class L2LTraining(Defense):
                              f"one of 2, inf; got {cfg.l2l_variant}, {cfg.l2l_norm}")
         self.inputs = VARIANT_INPUTS[cfg.l2l_variant]
         self.attacker = build_attacker(classifier.input_shape[1:], self.inputs, cfg.gen_width)
-        self.attacker_optimizer = keras.optimizers.Adam(learning_rate=cfg.attacker_lr)
-        if train.mixed_precision:
-            self.attacker_optimizer = keras.optimizers.LossScaleOptimizer(self.attacker_optimizer)
+        self.attacker_optimizer = make_optimizer(train, cfg.attacker_lr)
 
     @staticmethod
     def run_name(cfg):

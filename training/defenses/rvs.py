@@ -20,14 +20,13 @@ momentum-SGD classifier (F uses the project's optimizer, ``make_optimizer``).
 """
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from attacks.projection import clip_eta, l2_norm, project, random_lp_vector
 from models.classifier import with_features
 from models.noise_generator import build_noise_generator
-from training.defenses.base import Defense, accuracy, cross_entropy
+from training.defenses.base import Defense, accuracy, cross_entropy, make_optimizer
 from training.optimal_transport import sinkhorn_cost
 
 GENERATOR_MOMENTUM = 0.9  # the public code's momentum for both players
@@ -65,14 +64,6 @@ def synthesize(generator, x, z, start, norm, eps, training: bool) -> tf.Tensor:
     return project(x0 + delta, x, norm, eps, 0.0, 1.0)
 
 
-def make_generator_optimizer(learning_rate: float, mixed_precision: bool) -> keras.optimizers.Optimizer:
-    """Momentum SGD (section 4: lr 0.01, momentum 0.9); loss-scaled under mixed precision."""
-    optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=GENERATOR_MOMENTUM)
-    if mixed_precision:
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
 class RvSTraining(Defense):
     name = "rvs"
 
@@ -83,7 +74,8 @@ class RvSTraining(Defense):
         # (features, logits) from one pass, on the classifier's own weights.
         self.features = with_features(classifier)
         self.generator = build_noise_generator(cfg.rvs_z_dim, classifier.input_shape[1:], cfg.gen_width)
-        self.generator_optimizer = make_generator_optimizer(cfg.rvs_gen_lr, train.mixed_precision)
+        # Section 4: momentum SGD, lr 0.01, momentum 0.9.
+        self.generator_optimizer = make_optimizer(train, cfg.rvs_gen_lr, momentum=GENERATOR_MOMENTUM)
 
     @staticmethod
     def run_name(cfg):
