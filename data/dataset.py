@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -46,6 +47,10 @@ class DataConfig:
         if is_folder and not self.dataset[len(FOLDER_PREFIX):].strip():
             raise DatasetError(f"dataset {self.dataset!r} names no folder: use "
                                f"{FOLDER_PREFIX}PATH with {FOLDER_LAYOUT_HINT}")
+        if is_folder:
+            # Absolute, so that a run directory names its data wherever it is resumed or evaluated from.
+            folder = os.path.abspath(os.path.expanduser(self.dataset[len(FOLDER_PREFIX):]))
+            object.__setattr__(self, "dataset", FOLDER_PREFIX + folder)
         for field in ("train_limit", "test_limit"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

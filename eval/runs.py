@@ -39,6 +39,9 @@ class TrainedRun:
     def data_config(self, test_limit: int) -> data.DataConfig:
         """The run's dataset, with the evaluation's own test subset (0 = the whole test split)."""
         fields = {f.name: self.settings[f"data.{f.name}"] for f in dataclasses.fields(data.DataConfig)}
+        # The dataset as loaded (an image folder's absolute path), not as typed: runs made from
+        # another working directory with a relative folder path stay evaluable.
+        fields["dataset"] = self.config["dataset"]["name"]
         return data.DataConfig(**{**fields, "test_limit": test_limit})
 
     def build_classifier(self) -> keras.Model:
