@@ -153,3 +153,19 @@ def test_deepfool_and_cw_median_l2_match_foolbox_on_a_trained_cnn(two_runs, tiny
                                               initial_const=1e-2, confidence=0, abort_early=True)(
         fmodel, x, tf.constant(predictions, tf.int64), epsilons=None)[0]
     assert_agree(ours, theirs)
+
+
+def test_sibling_defenses_appear_in_the_eval_table_beside_the_others(two_runs, tiny_folder, tmp_path):
+    runs = [str(two_runs["fgm"])]
+    for defense in ("l2l", "rvs"):
+        run_dir = tmp_path / defense
+        train(data.DataConfig(dataset=f"folder:{tiny_folder}", data_dir=str(tmp_path / "tfds")),
+              TrainConfig(epochs=1, batch_size=16, width=0.125, seed=3),
+              DefenseConfig(defense=defense, eps=0.5, rvs_norm="2", gen_width=0.125),
+              RunConfig(run_dir=str(run_dir), monitor_size=16, checkpoint_every_minutes=0), say=lambda *_: None)
+        runs.append(str(run_dir))
+    evaluate(EvalConfig(run_dirs=tuple(runs), attacks=("fgm",), eval_dir=str(tmp_path / "eval"), **FAST),
+             say=lambda *_: None)
+    markdown = (tmp_path / "eval" / "results.md").read_text()
+    for row in ("| fgm-seed2 | fgm | FGM |", "| l2l | l2l | FGM |", "| rvs | rvs | FGM |"):
+        assert row in markdown
