@@ -16,6 +16,11 @@ from training.defenses.base import cross_entropy
 from training.defenses.l2l import L2LTraining, bounded_perturbation, l2l_attacker_loss, scaled_loss_gradient
 from training.ema import WeightEMA
 from training.loop import compiled_train_step
+from tests.helpers import changed as _changed, color_data, weights as _weights
+
+
+def _color_data(n=32, **kwargs):
+    return color_data(n, **kwargs)
 
 COMBOS = list(itertools.product(L2L_VARIANTS, NORMS))
 TOL = 1e-5  # float32 rounding of x + delta - x
@@ -31,14 +36,6 @@ def _no_graph_rewrites():
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
 
 
-def _color_data(n=32, size=16, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.uniform(0, 0.5, (n, size, size, 3)).astype(np.float32)
-    x[np.arange(n), :, :, y] += 0.25
-    return tf.constant(x), tf.constant(y, tf.int32)
-
-
 def _defense(variant="grad", norm="2", eps=0.5, attacker_lr=1e-3, lr=5e-4, mixed=False, seed=0):
     keras.utils.set_random_seed(seed)
     classifier = build_classifier(3, (16, 16, 3), 0.125)
@@ -48,15 +45,6 @@ def _defense(variant="grad", norm="2", eps=0.5, attacker_lr=1e-3, lr=5e-4, mixed
                           tf.random.Generator.from_seed(seed))
     defense.build()
     return defense
-
-
-def _weights(model, trainable=True):
-    return [v.numpy().copy() for v in (model.trainable_variables if trainable else model.weights)]
-
-
-def _changed(before, model, trainable=True):
-    now = model.trainable_variables if trainable else model.weights
-    return any(not np.array_equal(a, b.numpy()) for a, b in zip(before, now))
 
 
 def _norms(delta, norm):

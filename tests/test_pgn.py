@@ -12,6 +12,11 @@ from models.generator import GENERATOR_INPUTS, build_generator
 from training import config
 from training.config import DefenseConfig, TrainConfig
 from training.defenses.pgn import PGNTraining, input_gradient, tanh_box_image
+from tests.helpers import changed as _changed, color_data, weights as _weights
+
+
+def _color_data(n=64, **kwargs):
+    return color_data(n, **kwargs)
 
 
 def test_generator_inputs_agree_with_the_command_line():
@@ -42,14 +47,6 @@ def test_eq5_stays_in_the_box_at_the_extremes_and_is_the_identity_for_zero():
     np.testing.assert_allclose(tanh_box_image(x, tf.zeros_like(x)).numpy(), x.numpy(), atol=1e-5)
 
 
-def _color_data(n=64, size=16, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.uniform(0, 0.5, (n, size, size, 3)).astype(np.float32)
-    x[np.arange(n), :, :, y] += 0.25
-    return tf.constant(x), tf.constant(y, tf.int32)
-
-
 def _defense(c_l=50.0, update="alternating", inputs="grad,image,label", lr=5e-4, seed=0):
     tf.keras.utils.set_random_seed(seed)
     classifier = build_classifier(3, (16, 16, 3), 0.125)
@@ -57,14 +54,6 @@ def _defense(c_l=50.0, update="alternating", inputs="grad,image,label", lr=5e-4,
     defense = PGNTraining(classifier, cfg, TrainConfig(lr=lr), tf.random.Generator.from_seed(seed))
     defense.build()
     return defense
-
-
-def _weights(model):
-    return [v.numpy().copy() for v in model.trainable_variables]
-
-
-def _changed(before, model):
-    return any(not np.array_equal(a, b.numpy()) for a, b in zip(before, model.trainable_variables))
 
 
 def test_each_network_update_touches_only_its_own_weights():

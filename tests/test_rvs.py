@@ -14,6 +14,11 @@ from training.defenses.rvs import RvSTraining, smoothed_labels, synthesize
 from training.ema import WeightEMA
 from training.loop import compiled_train_step
 from training.optimal_transport import sinkhorn_cost, sinkhorn_plan, squared_euclidean_cost
+from tests.helpers import changed as _changed, color_data, weights as _weights
+
+
+def _color_data(n=16, **kwargs):
+    return color_data(n, **kwargs)
 
 
 def _exact_ot(cost):
@@ -99,14 +104,6 @@ def test_smoothed_labels_put_one_minus_s_on_the_true_class():
     np.testing.assert_allclose(targets[1], [0.125, 0.125, 0.5, 0.125, 0.125])
 
 
-def _color_data(n=16, size=16, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.uniform(0, 0.5, (n, size, size, 3)).astype(np.float32)
-    x[np.arange(n), :, :, y] += 0.25
-    return tf.constant(x), tf.constant(y, tf.int32)
-
-
 def _defense(norm="inf", eps=8 / 255, gen_lr=0.01, mixed_precision=False, seed=0):
     keras.utils.set_random_seed(seed)
     classifier = build_classifier(3, (16, 16, 3), 0.125)
@@ -115,14 +112,6 @@ def _defense(norm="inf", eps=8 / 255, gen_lr=0.01, mixed_precision=False, seed=0
                           tf.random.Generator.from_seed(seed))
     defense.build()
     return defense
-
-
-def _weights(model):
-    return [v.numpy().copy() for v in model.trainable_variables]
-
-
-def _changed(before, model):
-    return any(not np.array_equal(a, b.numpy()) for a, b in zip(before, model.trainable_variables))
 
 
 @pytest.mark.parametrize("norm, eps", [("inf", 8 / 255), ("2", 0.5)])
