@@ -21,7 +21,7 @@ from configs import PRESETS  # noqa: E402
 from eval.config import ATTACKS, DEFAULT_ATTACKS, EvalConfig  # noqa: E402
 from training.config import DEFENSE_NAMES, L2L_VARIANTS, NORMS, PGN_GRADS, PGN_UPDATES  # noqa: E402
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "sweep", "report")
 EXIT_BAD_INPUT = 2
 
 FLAGS = flags.FLAGS
@@ -77,6 +77,18 @@ flags.DEFINE_float("checkpoint_every_minutes", 10.0, "Checkpoint this often with
 flags.DEFINE_integer("monitor_size", 512, "Test examples attacked with the training attack each epoch.")
 flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept in <run_dir>/checkpoints.")
 flags.DEFINE_integer("stop_after_steps", 0, "Save and stop once this many steps are done (0: never).")
+flags.DEFINE_string("keep_checkpoints", "last", "Keep the EMA classifier of every epoch (all), of the last "
+                    "(last), or of every N-th epoch and the last (N), for --match_benign.")
+# Sweeps and the report (--mode sweep / --mode report)
+flags.DEFINE_string("root", None, "sweep / report: the directory holding the sweep's runs.")
+flags.DEFINE_string("sweep", "", "sweep: NAME=V1,V2,... one run per value (e.g. eps=0.1,0.3 or c_l=10,50); "
+                    "empty: seeds only.")
+flags.DEFINE_list("seeds", None, "sweep: seeds, one run per value and seed (default: --seed).")
+flags.DEFINE_string("match_benign", "lowest", "report: benign accuracy at which defenses are compared: a "
+                    "number, clean (the clean runs' accuracy), lowest (the least accurate table run's final "
+                    "accuracy) or none (final weights).")
+flags.DEFINE_float("match_tolerance", 0.01, "report: a matched checkpoint further than this from the target is "
+                   "reported as unmatched.")
 # Evaluation (--mode eval): the paper's Table 1 attack settings by default
 _EVAL = EvalConfig(run_dirs=())
 flags.DEFINE_list("attacks", list(DEFAULT_ATTACKS), f"eval: attacks to run, from {','.join(ATTACKS)}.")
@@ -203,10 +215,7 @@ def main(argv):
         except ValueError as err:
             _fail(str(err))
     _load_tensorflow()
-    if FLAGS.mode == "eval":
-        _evaluate()
-    else:
-        _train()
+    {"eval": _evaluate, "train": _train, "sweep": _sweep, "report": _report}[FLAGS.mode]()
 
 
 def _evaluate():
@@ -218,20 +227,59 @@ def _evaluate():
 
 
 def _train():
-    from training.loop import TrainingError, train
+    from training.loop import train
 
-    used_flags = {name: _value(name) for name in FLAGS if name not in _LIBRARY_FLAGS}
+    result = _training(lambda: train(*_configs(), flags=_used_flags()))
+    state = "finished" if result.finished else "stopped"
+    print(f"{state} at step {result.step}/{result.total_steps}; run directory {result.run_dir}")
+
+
+def _sweep():
+    from training.sweep import Sweep, run_sweep
+
+    def sweep():
+        if FLAGS.run_dir:
+            raise ValueError("--mode sweep names its runs itself under --root: drop --run_dir")
+        try:
+            seeds = tuple(int(s) for s in FLAGS.seeds) if FLAGS.seeds else (_value("seed"),)
+        except ValueError:
+            raise ValueError(f"--seeds takes comma-separated integers, got {','.join(FLAGS.seeds)}") from None
+        return run_sweep(FLAGS.root, Sweep.parse(FLAGS.sweep), seeds, *_configs(), flags=_used_flags())
+
+    status = _training(sweep)
+    outcomes = [s.split(":")[0] for s in status.values()]
+    counts = {s: outcomes.count(s) for s in ("trained", "resumed", "skipped", "stopped", "failed")}
+    print("sweep: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; runs under {FLAGS.root}")
+    if counts["failed"]:
+        sys.exit(1)
+
+
+def _training(work):
+    """Runs ``work`` (training) with the command line's error handling: bad input exit 2, a
+    diverged run exit 1, Ctrl-C or `kill` exit 130 after the checkpoint is saved."""
+    from training.loop import TrainingError
+
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` saves a checkpoint, as Ctrl-C does
     try:
-        result = train(*_configs(), flags=used_flags)
+        return work()
     except TrainingError as err:
         _fail(str(err), code=1)
     except ValueError as err:
         _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     except KeyboardInterrupt:
         sys.exit(130)
-    state = "finished" if result.finished else "stopped"
-    print(f"{state} at step {result.step}/{result.total_steps}; run directory {result.run_dir}")
+
+
+def _used_flags() -> dict:
+    return {name: _value(name) for name in FLAGS if name not in _LIBRARY_FLAGS}
+
+
+def _report():
+    from eval.study import build_report
+    try:
+        build_report(FLAGS.root, _eval_config(), FLAGS.match_benign, FLAGS.match_tolerance)
+    except ValueError as err:
+        _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
 
 
 if __name__ == "__main__":

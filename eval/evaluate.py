@@ -55,21 +55,10 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
     plots = []
     for target in targets:
         say(f"evaluating {target.run.run_dir}")
-        run_result = {"run_dir": str(target.run.run_dir), "defense": target.run.defense,
-                      "weights": target.fingerprint,
-                      "benign_accuracy": float(np.mean(target.predict(x_test, cfg.batch_size) == y_test)),
-                      "seconds_per_epoch": target.run.seconds_per_epoch(), "attacks": {}}
-        for attack in [a for a in cfg.attacks if a != "pgn"]:
-            white = outcome(attack, target, cfg, crafted=crafted)
-            run_result["attacks"][attack] = {"white": summarize(white)}
-            if attacker is not None and attacker.fingerprint != target.fingerprint:
-                black = outcome(attack, target, cfg, source=attacker, crafted=crafted)
-                run_result["attacks"][attack]["black"] = summarize(black)
-            if attack in MIN_NORM_ATTACKS:
-                min_norm_outcomes[attack][target.run.name] = white
-        run_result["masking_pgd"] = summarize(outcome("masking", target, cfg, crafted=crafted))
-        run_result["zero_gradient_fraction"] = zero_gradient_fraction(target, cfg.batch_size)
-        run_result["masking_checks"] = masking.run_checks(run_result, cfg)
+        run_result = evaluate_target(target, cfg, attacker, crafted)
+        for attack in MIN_NORM_ATTACKS:
+            if attack in run_result["attacks"]:
+                min_norm_outcomes[attack][target.run.name] = outcome(attack, target, cfg, crafted=crafted)
         if "pgn" in cfg.attacks:
             points = figure3_points(target, dataset.train_images, dataset.train_labels, cfg, say)
             run_result["figure3"] = points
@@ -87,6 +76,25 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
     (eval_dir / "results.md").write_text(report.results_markdown(results))
     say(f"wrote {eval_dir / 'results.md'}, results.json and {len(plots)} plot(s)")
     return results
+
+
+def evaluate_target(target: LoadedRun, cfg: EvalConfig, attacker: LoadedRun | None = None,
+                    crafted: dict | None = None) -> dict:
+    """One run's row of the evaluation: benign accuracy, each attack white-box (and black-box from
+    ``attacker``), and the gradient-masking checks. Cached outcomes are reused."""
+    run_result = {"run_dir": str(target.run.run_dir), "epoch": target.run.epoch, "defense": target.run.defense,
+                  "weights": target.fingerprint,
+                  "benign_accuracy": float(np.mean(target.predict(target.x, cfg.batch_size) == target.y)),
+                  "seconds_per_epoch": target.run.seconds_per_epoch(), "attacks": {}}
+    for attack in [a for a in cfg.attacks if a != "pgn"]:
+        run_result["attacks"][attack] = {"white": summarize(outcome(attack, target, cfg, crafted=crafted))}
+        if attacker is not None and attacker.fingerprint != target.fingerprint:
+            black = outcome(attack, target, cfg, source=attacker, crafted=crafted)
+            run_result["attacks"][attack]["black"] = summarize(black)
+    run_result["masking_pgd"] = summarize(outcome("masking", target, cfg, crafted=crafted))
+    run_result["zero_gradient_fraction"] = zero_gradient_fraction(target, cfg.batch_size)
+    run_result["masking_checks"] = masking.run_checks(run_result, cfg)
+    return run_result
 
 
 def _dataset_key(info: dict) -> tuple:

@@ -11,7 +11,7 @@ import keras
 
 import data
 from models import build_classifier
-from training.loop import EMA_WEIGHTS_FILE
+from training.loop import EMA_WEIGHTS_FILE, EPOCHS_DIR, epoch_weights_name
 from training.rundir import CONFIG_FILE, RunDirError
 
 
@@ -19,10 +19,11 @@ from training.rundir import CONFIG_FILE, RunDirError
 class TrainedRun:
     run_dir: Path
     config: dict
+    epoch: int | None = None     # a kept epoch's EMA classifier (--keep_checkpoints); None: the latest
 
     @property
     def name(self) -> str:
-        return self.run_dir.name
+        return self.run_dir.name if self.epoch is None else f"{self.run_dir.name}@epoch{self.epoch}"
 
     @property
     def settings(self) -> dict:
@@ -34,7 +35,9 @@ class TrainedRun:
 
     @property
     def weights_path(self) -> Path:
-        return self.run_dir / EMA_WEIGHTS_FILE
+        if self.epoch is None:
+            return self.run_dir / EMA_WEIGHTS_FILE
+        return self.run_dir / EPOCHS_DIR / epoch_weights_name(self.epoch)
 
     def data_config(self, test_limit: int) -> data.DataConfig:
         """The run's dataset, with the evaluation's own test subset (0 = the whole test split)."""
@@ -71,7 +74,7 @@ class TrainedRun:
         return statistics.median(times) if times else None
 
 
-def load_run(run_dir: str | Path) -> TrainedRun:
+def load_run(run_dir: str | Path, epoch: int | None = None) -> TrainedRun:
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
@@ -84,4 +87,8 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         config["settings"], config["dataset"]
     except (ValueError, KeyError) as err:
         raise RunDirError(f"{config_path} is unreadable ({type(err).__name__}): it was not written by this tool") from None
-    return TrainedRun(run_dir, config)
+    run = TrainedRun(run_dir, config, epoch)
+    if not run.weights_path.exists():
+        raise RunDirError(f"{run_dir} kept no weights for epoch {epoch} (see its {EPOCHS_DIR}/): train it with "
+                          f"--keep_checkpoints all, or choose a kept epoch")
+    return run

@@ -95,11 +95,24 @@ class RunConfig:
     monitor_size: int = 512       # test examples attacked each epoch with the training attack
     max_checkpoints: int = 3
     stop_after_steps: int = 0     # stop (with a checkpoint) after this many steps in total; 0 = never
+    keep_checkpoints: str = "last"  # EMA classifier per epoch: "last", "all" or every N-th epoch ("N")
 
     def validate(self) -> None:
         _positive(self, "log_every_steps", "monitor_size", "max_checkpoints")
+        if self.keep_checkpoints not in ("last", "all") and not (
+                self.keep_checkpoints.isdigit() and int(self.keep_checkpoints) > 0):
+            raise ValueError(f"--keep_checkpoints must be all, last or a positive number of epochs, "
+                             f"got '{self.keep_checkpoints}'")
         if self.checkpoint_every_minutes < 0 or self.stop_after_steps < 0:
             raise ValueError("--checkpoint_every_minutes and --stop_after_steps must be >= 0")
+
+
+def keeps_epoch(keep_checkpoints: str, epoch: int, epochs: int) -> bool:
+    """Whether the EMA classifier of ``epoch`` (1-based) is kept: every epoch, only the last, or
+    every N-th epoch and the last."""
+    if keep_checkpoints == "all" or epoch == epochs:
+        return True
+    return keep_checkpoints != "last" and epoch % int(keep_checkpoints) == 0
 
 
 def _positive(cfg, *names: str) -> None:

@@ -11,6 +11,7 @@ ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,12 +23,13 @@ import tensorflow as tf
 import data
 from models import build_classifier
 from training import rundir
-from training.config import DefenseConfig, RunConfig, TrainConfig
+from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
 from training.defenses import DEFENSES, make_defense
 from training.ema import WeightEMA
 from training.monitor import MetricWindow, RunLog, is_finite
 
 EMA_WEIGHTS_FILE = "ema_classifier.weights.h5"
+EPOCHS_DIR = "epochs"  # <run_dir>/epochs/epoch-NNN.weights.h5: kept EMA classifiers (--keep_checkpoints)
 _GRID_EXAMPLES = 8
 
 
@@ -148,6 +150,8 @@ class _Session:
         epoch_records = []
         try:
             epoch_records = self._epochs(log, say, start_step)
+            if int(self.step.numpy()) >= self.total_steps:
+                log.event(int(self.step.numpy()), "finished", {"epochs": self.train_cfg.epochs})
         except KeyboardInterrupt:
             self._save()
             say(f"\ninterrupted: saved step {int(self.step.numpy())}; run the same command to resume")
@@ -201,6 +205,8 @@ class _Session:
             records.append(record)
             say(_epoch_line(record))
             self._save()
+            if keeps_epoch(run_cfg.keep_checkpoints, epoch + 1, cfg.epochs):
+                self._keep_epoch(epoch + 1)
             last_save = time.monotonic()
             if int(self.step.numpy()) >= stop_at and int(self.step.numpy()) < self.total_steps:
                 say(f"stopped after step {int(self.step.numpy())} as asked; run the same command to resume")
@@ -243,6 +249,18 @@ class _Session:
         tmp = self.run_dir / ("tmp." + EMA_WEIGHTS_FILE)
         self.ema.shadows["classifier"].save_weights(str(tmp))
         tmp.replace(self.run_dir / EMA_WEIGHTS_FILE)
+
+
+    def _keep_epoch(self, epoch: int) -> None:
+        folder = self.run_dir / EPOCHS_DIR
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f"tmp.{epoch_weights_name(epoch)}"
+        shutil.copyfile(self.run_dir / EMA_WEIGHTS_FILE, tmp)
+        tmp.replace(folder / epoch_weights_name(epoch))
+
+
+def epoch_weights_name(epoch: int) -> str:
+    return f"epoch-{epoch:03d}.weights.h5"
 
 
 def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int):

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The CPU-scale reproduction of the paper's Tables 2-3 and Figure 5 (docs/results/cifar10-cpu/).
+#
+#   bash scripts/cpu_repro.sh [ROOT] [DATASET]
+#
+# Trains clean (3 seeds), FGM-AT and PGD-AT (L2 eps 0.25, 0.5, 1.0) and PGN (c_L 2, 5, 15), each
+# at seed 0, then seeds 1 and 2 at the middle value (the Table 2 point), with --preset cpu_repro;
+# then evaluates and writes ROOT/report/report.md. Every step skips what is finished and resumes
+# what is not: stop it at any time and run the same command again.
+set -uo pipefail  # a diverged run is reported by its sweep; the others go on
+ROOT=${1:-runs/cifar10-cpu}
+DATASET=${2:-folder:../shared/data/cifar10-jpeg}
+cd "$(dirname "$0")/.."
+sweep() {
+  python run.py --mode sweep --preset cpu_repro --dataset "$DATASET" --root "$ROOT" "$@"
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 1 ]; then exit "$rc"; fi  # bad input or Ctrl-C: stop here
+}
+
+sweep --defense none --seeds 0,1,2
+sweep --defense fgm --sweep eps=0.25,0.5,1.0 --seeds 0
+sweep --defense pgn --sweep c_l=2,5,15 --seeds 0
+sweep --defense pgd --sweep eps=0.25,0.5,1.0 --seeds 0
+sweep --defense fgm --sweep eps=0.5 --seeds 1,2
+sweep --defense pgn --sweep c_l=5 --seeds 1,2
+sweep --defense pgd --sweep eps=0.5 --seeds 1,2
+python run.py --mode report --preset cpu_repro --root "$ROOT" --match_benign lowest

@@ -1,0 +1,137 @@
+"""``run.py --mode sweep``: one training run per (swept value, seed) under a common root.
+
+    python run.py --mode sweep --defense fgm --sweep eps=0.1,0.3,1.0 --seeds 0,1,2 --root runs/study
+
+Each run lives in ``<root>/<defense>-<name><value>-seed<seed>`` (``<root>/<defense>-seed<seed>``
+without ``--sweep``) with its own config.json, so it is an ordinary run: ``--mode eval`` takes it,
+and the report (``--mode report --root``) finds it. A run that has finished is skipped, one that
+stopped part-way is resumed from its checkpoint, and the rest start; stopping a sweep and giving
+the same command again therefore trains only what is missing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from training.config import DefenseConfig, TrainConfig
+
+# Settings a sweep may vary: any training or defense setting but the defense itself and the seed
+# (which --seeds varies).
+SWEEPABLE = tuple(f.name for cfg in (DefenseConfig, TrainConfig) for f in dataclasses.fields(cfg)
+                  if f.name not in ("defense", "seed"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    name: str | None                 # the swept setting, None for seeds only
+    values: tuple                    # its values (parsed to the setting's type); (None,) without one
+
+    @classmethod
+    def parse(cls, spec: str) -> "Sweep":
+        """``"eps=0.1,0.3"`` -> Sweep("eps", (0.1, 0.3)); ``""`` -> a sweep over seeds only."""
+        if not spec:
+            return cls(None, (None,))
+        name, sep, values = spec.partition("=")
+        name = name.strip()
+        if not sep or not values.strip():
+            raise ValueError(f"--sweep takes NAME=V1,V2,... (e.g. eps=0.1,0.3), got '{spec}'")
+        if name not in SWEEPABLE:
+            raise ValueError(f"--sweep cannot vary '{name}': choose a training or defense setting such as "
+                             f"eps, c_l, pgd_steps, adv_coeff, lr or width")
+        kind = _field_type(name)
+        try:
+            parsed = tuple(kind(v.strip()) for v in values.split(","))
+        except ValueError:
+            raise ValueError(f"--sweep {name} takes {kind.__name__} values, got '{values}'") from None
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(f"--sweep {name} lists a value twice: '{values}'")
+        return cls(name, parsed)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    run_dir: Path
+    value: object
+    seed: int
+
+
+def plan(root: Path, defense: str, sweep: Sweep, seeds: tuple[int, ...]) -> list[PlannedRun]:
+    return [PlannedRun(Path(root) / _label(defense, sweep.name, value, seed), value, seed)
+            for value in sweep.values for seed in seeds]
+
+
+def _label(defense: str, name: str | None, value, seed: int) -> str:
+    if name is None:
+        return f"{defense}-seed{seed}"
+    shown = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    return f"{defense}-{name}{shown}-seed{seed}"
+
+
+def is_finished(run_dir: Path, epochs: int) -> bool:
+    """Whether the run's log says it finished ``epochs`` epochs (a run lengthened later has not)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return False
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return any(e.get("kind") == "finished" and e.get("epochs") == epochs for e in events)
+
+
+def run_sweep(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_cfg: TrainConfig,
+              defense_cfg: DefenseConfig, run_cfg, flags: dict | None = None, say=print) -> dict[str, str]:
+    """Trains what is missing of the sweep; returns {run_dir: "skipped" | "resumed" | "trained" |
+    "stopped" | "failed: <why>"}. A run whose loss diverges is reported and the sweep goes on."""
+    import keras  # the sweep's planning above works without TensorFlow
+    from training.loop import TrainingError, train
+
+    if not root:
+        raise ValueError("--mode sweep needs --root DIR, the directory that holds the sweep's runs")
+    if not seeds:
+        raise ValueError("--seeds needs at least one seed")
+    status = {}
+    planned = plan(Path(root), defense_cfg.defense, sweep, seeds)
+    for i, planned_run in enumerate(planned, 1):
+        train_over, defense_over = {"seed": planned_run.seed}, {}
+        if sweep.name is not None:
+            target = train_over if sweep.name in {f.name for f in dataclasses.fields(TrainConfig)} else defense_over
+            target[sweep.name] = planned_run.value
+        run_train = dataclasses.replace(train_cfg, **train_over)
+        run_defense = dataclasses.replace(defense_cfg, **defense_over)
+        run_run = dataclasses.replace(run_cfg, run_dir=str(planned_run.run_dir))
+        header = f"[{i}/{len(planned)}] {planned_run.run_dir}"
+        if is_finished(planned_run.run_dir, run_train.epochs):
+            say(f"{header}: finished, skipped")
+            status[str(planned_run.run_dir)] = "skipped"
+            continue
+        resuming = (planned_run.run_dir / "checkpoints").exists()
+        say(f"{header}: {'resuming' if resuming else 'training'}")
+        run_flags = {**(flags or {}), **train_over, **defense_over, "run_dir": str(planned_run.run_dir)}
+        keras.backend.clear_session()  # one process trains every run: no graph state carried over
+        try:
+            result = train(data_cfg, run_train, run_defense, run_run, flags=run_flags, say=say)
+        except TrainingError as err:
+            say(f"{header}: failed: {err}")
+            status[str(planned_run.run_dir)] = f"failed: {err}"
+            continue
+        status[str(planned_run.run_dir)] = ("resumed" if resuming else "trained") if result.finished else "stopped"
+        if not result.finished:  # --stop_after_steps: the rest of the sweep waits for the next call
+            say(f"{header}: stopped at step {result.step}/{result.total_steps}; the same command resumes the sweep")
+            break
+    return status
+
+
+def _field_type(name: str):
+    for cfg in (DefenseConfig, TrainConfig):
+        for f in dataclasses.fields(cfg):
+            if f.name == name:
+                default = f.default
+                return type(default) if not isinstance(default, bool) else _boolean
+    raise KeyError(name)
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(text)
