@@ -1,0 +1,232 @@
+"""The report's text: protocol, Table 2 at matched benign accuracy, and the paper's claims, each
+judged against these numbers.
+
+A difference between two defenses counts as *supported* when it has the paper's sign and
+exceeds two standard errors of the difference of seed means (sqrt(s1^2/n1 + s2^2/n2)),
+*contradicted* when it is that far the other way, and *inconclusive* otherwise. With one seed
+the standard error is unknown (0), so any difference decides: the report says how many seeds.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from eval.study_tables import DEFENSE_TITLES, TABLE_COLUMNS, aggregate_table, curve_by_defense, rho_at
+
+# The paper's CIFAR-10 Table 3 (this reproduction's dataset) and CIFAR-100 Table 2, from methods.md.
+PAPER_TABLE3 = {  # FGM acc, MIM acc, DeepFool mean L2, CW mean L2, benign, s/epoch
+    "none": dict(fgm_acc=0.293, mim_acc=0.094, deepfool_mean=0.213, cw_mean=0.174, benign=0.919, seconds_per_epoch=8.3),
+    "fgm": dict(fgm_acc=0.634, mim_acc=0.554, deepfool_mean=0.514, cw_mean=0.420, benign=0.918, seconds_per_epoch=25.1),
+    "pgd": dict(fgm_acc=0.626, mim_acc=0.543, deepfool_mean=0.498, cw_mean=0.409, benign=0.917, seconds_per_epoch=175.3),
+    "pgn": dict(fgm_acc=0.653, mim_acc=0.596, deepfool_mean=0.510, cw_mean=0.437, benign=0.919, seconds_per_epoch=52.2),
+}
+PAPER_TABLE2_CW = {"none": 0.079, "fgm": 0.133, "pgd": 0.131, "pgn": 0.262}  # CIFAR-100 CW mean L2
+BASELINES = ("fgm", "pgd")
+
+
+def compare(a: tuple, b: tuple, n_a: int, n_b: int) -> tuple[float, float]:
+    """(mean_a - mean_b, two standard errors of that difference)."""
+    se = math.sqrt((a[1] ** 2) / n_a + (b[1] ** 2) / n_b) if n_a and n_b else 0.0
+    return a[0] - b[0], 2 * se
+
+
+def verdict(difference: float, margin: float) -> str:
+    if math.isnan(difference):
+        return "cannot be assessed"
+    if difference > margin:
+        return "supported"
+    if difference < -margin:
+        return "contradicted"
+    return "inconclusive"
+
+
+def assess(report: dict) -> list[dict]:
+    agg = aggregate_table(report["table"])
+    claims = []
+
+    def pairwise(claim, paper, key, better, worse_list):
+        if better not in agg:
+            return
+        parts, verdicts = [], []
+        for worse in worse_list:
+            if worse not in agg:
+                continue
+            diff, margin = compare(agg[better][key], agg[worse][key], agg[better]["n"], agg[worse]["n"])
+            v = verdict(diff, margin)
+            verdicts.append(v)
+            parts.append(f"{_title(better)} {agg[better][key][0]:.3f} vs {_title(worse)} {agg[worse][key][0]:.3f} "
+                         f"(difference {diff:+.3f}, 2 SE {margin:.3f}: {v})")
+        if verdicts:
+            overall = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
+            claims.append({"claim": claim, "paper": paper, "ours": "; ".join(parts), "verdict": overall})
+
+    pairwise("PGN's classifier needs larger CW-L2 perturbations (rho_cw) than FGM-AT's and PGD-AT's at the same "
+             "benign accuracy (Tables 2-3).", "CIFAR-10 CW mean L2: PGN 0.437, FGM-AT 0.420, PGD-AT 0.409; "
+             "CIFAR-100: 0.262 vs 0.133 and 0.131.", "cw_mean", "pgn", BASELINES)
+    pairwise("PGN keeps more accuracy under white-box FGM than FGM-AT and PGD-AT (Tables 2-3).",
+             "CIFAR-10 FGM accuracy: PGN 0.653, FGM-AT 0.634, PGD-AT 0.626.", "fgm_acc", "pgn", BASELINES)
+    pairwise("PGN keeps more accuracy under white-box MIM than FGM-AT and PGD-AT (Tables 2-3).",
+             "CIFAR-10 MIM accuracy: PGN 0.596, FGM-AT 0.554, PGD-AT 0.543.", "mim_acc", "pgn", BASELINES)
+    for defense in ("fgm", "pgd", "pgn"):
+        pairwise(f"{_title(defense)} raises rho_cw over clean training at the same benign accuracy.",
+                 f"CIFAR-10 CW mean L2: {_title(defense)} {PAPER_TABLE3[defense]['cw_mean']}, clean 0.174.",
+                 "cw_mean", defense, ("none",))
+    if "fgm" in agg and "pgd" in agg:
+        diff, margin = compare(agg["fgm"]["cw_mean"], agg["pgd"]["cw_mean"], agg["fgm"]["n"], agg["pgd"]["n"])
+        same = abs(diff) <= max(margin, 0.05 * agg["pgd"]["cw_mean"][0])
+        claims.append({"claim": "Under this L2 threat model FGM-AT and PGD-AT end up about equally robust.",
+                       "paper": "CIFAR-10 CW mean L2 0.420 vs 0.409 (3% apart).",
+                       "ours": f"FGM-AT {agg['fgm']['cw_mean'][0]:.3f} vs PGD-AT {agg['pgd']['cw_mean'][0]:.3f} "
+                               f"(difference {diff:+.3f}, 2 SE {margin:.3f})",
+                       "verdict": "supported" if same else "contradicted"})
+    claims.append(_curve_claim(report))
+    claims.append(_cost_claim(agg))
+    return [c for c in claims if c]
+
+
+def _curve_claim(report: dict) -> dict | None:
+    """Figure 5: where PGN's and a baseline's curves cover the same benign accuracies, is PGN's
+    rho_cw higher?"""
+    curves = curve_by_defense(report["curve_points"], "all")
+    if "pgn" not in curves:
+        return None
+    parts, verdicts = [], []
+    for base in BASELINES:
+        if base not in curves:
+            continue
+        lo = max(min(p["benign_mean"] for p in curves[c]) for c in ("pgn", base))
+        hi = min(max(p["benign_mean"] for p in curves[c]) for c in ("pgn", base))
+        grid = [lo + (hi - lo) * i / 10 for i in range(11)] if hi > lo else []
+        gaps = [(rho_at(curves["pgn"], b), rho_at(curves[base], b)) for b in grid]
+        gaps = [p - q for p, q in gaps if p is not None and q is not None]
+        if not gaps:
+            parts.append(f"PGN's and {_title(base)}'s curves share no benign-accuracy range")
+            verdicts.append("cannot be assessed")
+            continue
+        above = sum(g > 0 for g in gaps) / len(gaps)
+        verdicts.append("supported" if above == 1 else "contradicted" if above == 0 else "mixed")
+        parts.append(f"over benign accuracy {lo:.3f}-{hi:.3f}, PGN's rho_cw is above {_title(base)}'s at "
+                     f"{above:.0%} of 11 points (mean gap {sum(gaps) / len(gaps):+.3f})")
+    if not verdicts:
+        return None
+    return {"claim": "PGN's robustness curve (benign accuracy against rho_cw) lies above FGM-AT's and PGD-AT's "
+                     "(Figure 5).", "paper": "Figure 5: PGN above both across the sweep.",
+            "ours": "; ".join(parts), "verdict": verdicts[0] if len(set(verdicts)) == 1 else "mixed"}
+
+
+def _cost_claim(agg: dict) -> dict | None:
+    if not {"none", "pgn", "pgd"} <= set(agg):
+        return None
+    clean, pgn, pgd = (agg[d]["seconds_per_epoch"][0] for d in ("none", "pgn", "pgd"))
+    if any(math.isnan(v) or v <= 0 for v in (clean, pgn, pgd)):
+        return None
+    ordered = clean < pgn < pgd
+    return {"claim": "PGN trains much faster than PGD-AT (cost between clean and PGD-AT).",
+            "paper": "s/epoch on CIFAR-10: clean 8.3, PGN 52.2 (6.3x), PGD-AT 175.3 (21.1x); PGN/PGD 0.30.",
+            "ours": f"clean {clean:.1f}, PGN {pgn:.1f} ({pgn / clean:.1f}x), PGD-AT {pgd:.1f} ({pgd / clean:.1f}x); "
+                    f"PGN/PGD {pgn / pgd:.2f} (median epoch times, including the per-epoch evaluation)",
+            "verdict": "supported" if ordered else "contradicted"}
+
+
+def markdown(report: dict) -> str:
+    p = report["protocol"]
+    agg = aggregate_table(report["table"])
+    sweeps = "; ".join(
+        f"{_title(d)}: " + (f"{s['setting'].split('.')[-1]} = {', '.join(f'{v:g}' for v in s['values'])}"
+                            if s["setting"] else "no sweep") + f", seeds {', '.join(map(str, s['seeds']))}"
+        for d, s in p["sweeps"].items())
+    target = "final weights, no matching" if p["target"] is None else f"{p['target']:.3f}" + (
+        f" ({p['match_benign']})" if isinstance(p["match_benign"], str) else "") + f", tolerance {p['tolerance']:.3f}"
+    a = p["attack_settings"]
+    lines = [
+        f"# Reproduction report: {p['dataset']}",
+        "",
+        "## Protocol",
+        "",
+        f"- Data: {p['dataset']} ({p['dataset_source']}); {p['train_images']} training images, augmentation "
+        f"{p['augment']}; {p['test_images']} class-balanced test images for every number below.",
+        f"- Classifier: Table 1's, width x{p['width']:g}; {p['epochs']} epochs, batch {p['batch_size']}, "
+        f"Adam lr {p['lr']:g}, EMA weights evaluated.",
+        f"- Sweeps: {sweeps}.",
+        f"- Benign-accuracy matching: target {target}; each run's kept epoch closest to it.",
+        f"- Attacks (white-box, on the EMA classifier in float32): FGM L2 eps {a['fgm']['fgm_eps']:g}; MIM L2 eps "
+        f"{a['mim']['mim_eps']:g}, {a['mim']['mim_iters']} iterations; DeepFool {a['deepfool']['deepfool_iters']} "
+        f"iterations, overshoot {a['deepfool']['deepfool_overshoot']:g}; CW-L2 {a['cw']['cw_iters']} iterations x "
+        f"{a['cw']['cw_binary_steps']} binary steps, lr {a['cw']['cw_lr']:g}, initial c {a['cw']['cw_initial_const']:g}.",
+        f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
+        f"{p['training_hours']:.2f} h in all, this report {p.get('report_seconds', 0) / 60:.1f} min.",
+        f"- Software: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v) + (
+            f"; commit {p['git']['commit'][:10]}" if p.get("git") and p["git"].get("commit") else ""),
+        "",
+        "## Table 2 at matched benign accuracy",
+        "",
+        "Mean ± std over seeds. L2 means and medians are over every example the attack left misclassified "
+        "(the paper's rho, eq. 6), except *CW mean L2 (correct)*, over examples classified correctly before "
+        "the attack. s/epoch is the median training epoch time including the per-epoch evaluation.",
+        "",
+        "| defense | n | " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " | epochs | max off target |",
+        "|---|---|" + "---|" * len(TABLE_COLUMNS) + "---|---|",
+    ]
+    for defense, row in agg.items():
+        cells = [_pm(row[key], 1 if key == "seconds_per_epoch" else 3) for key, _, _ in TABLE_COLUMNS]
+        off = f"{row['max_difference']:.3f}" + ("" if row["all_matched"] else " **unmatched**")
+        lines.append(f"| {row['label']} | {row['n']} | " + " | ".join(cells) + f" | {_epochs(row['epochs'])} | {off} |")
+    lines += ["", "The paper's CIFAR-10 Table 3, for the shape of the result (full model, 200 epochs, all images):", "",
+              "| defense | FGM acc | MIM acc | DeepFool mean L2 | CW mean L2 | benign acc | s/epoch |",
+              "|---|---|---|---|---|---|---|"]
+    for defense, row in PAPER_TABLE3.items():
+        lines.append(f"| {_title(defense)} | " + " | ".join(f"{row[k]:g}" for k in (
+            "fgm_acc", "mim_acc", "deepfool_mean", "cw_mean", "benign", "seconds_per_epoch")) + " |")
+    lines += ["", "## Matching", "", "| run | epoch | recorded benign acc | target | difference | within tolerance |",
+              "|---|---|---|---|---|---|"]
+    for entry in report["table"].values():
+        for r in entry["rows"]:
+            m = r["match"]
+            lines.append(f"| {r['run']} | {m['epoch']} | {m['recorded_accuracy']:.3f} | "
+                         f"{'-' if m['target'] is None else format(m['target'], '.3f')} | {m['difference']:+.3f} | "
+                         f"{'yes' if m['within_tolerance'] else '**no**'} |")
+    failures = [(r["run"], c) for e in report["table"].values() for r in e["rows"] for c in r["masking_checks"]
+                if not c["passed"]]
+    lines += ["", "## Gradient-masking checks", ""]
+    lines += [f"- **FAILED** `{run}`: {c['check']} ({c['detail']})" for run, c in failures] or [
+        f"All checks passed for the {sum(len(e['rows']) for e in report['table'].values())} table runs "
+        "(large-budget PGD reaches ~0 accuracy, MIM at least as strong as FGM, minimum-norm attacks succeed, "
+        "non-zero input gradients)."]
+    lines += ["", "## Robustness curves", ""] + [f"![{Path(x).stem}]({Path(x).name})" for x in report["plots"]]
+    lines += ["", "Figure 5 points (final weights; mean over seeds where there are several):", "",
+              "| defense | value | n | benign acc | rho_cw (all) | rho_cw (correct) |", "|---|---|---|---|---|---|"]
+    correct = curve_by_defense(report["curve_points"], "correct")
+    for defense, points in curve_by_defense(report["curve_points"], "all").items():
+        by_value = {_key(q["value"]): q for q in correct[defense]}
+        for q in points:
+            c = by_value[_key(q["value"])]
+            lines.append(f"| {_title(defense)} | {'-' if q['value'] is None else format(q['value'], 'g')} | {q['n']} | "
+                         f"{_pm((q['benign_mean'], q['benign_std']))} | {_pm((q['rho_mean'], q['rho_std']))} | "
+                         f"{_pm((c['rho_mean'], c['rho_std']))} |")
+    lines += ["", "## The paper's claims against these numbers", "",
+              "Rule: a difference is *supported* when it has the paper's sign and exceeds two standard errors "
+              "over seeds, *contradicted* when it exceeds them the other way, *inconclusive* otherwise.", ""]
+    for c in report["claims"]:
+        lines += [f"**{c['claim']}** — *{c['verdict']}*. Paper: {c['paper']} Here: {c['ours']}.", ""]
+    if report.get("unfinished"):
+        lines += ["Unfinished runs left out: " + ", ".join(f"`{Path(u).name}`" for u in report["unfinished"]), ""]
+    return "\n".join(lines)
+
+
+def _key(value) -> str:
+    return repr(value)
+
+
+def _pm(pair: tuple, digits: int = 3) -> str:
+    mean, std = pair
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _epochs(epochs: list[int]) -> str:
+    return ", ".join(map(str, epochs))
+
+
+def _title(defense: str) -> str:
+    return DEFENSE_TITLES.get(defense, defense)

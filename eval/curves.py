@@ -1,0 +1,82 @@
+"""The report's plots: the robustness curve (Figure 5) and the FGM-AT pair (Figure 2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+from eval.study_tables import DEFENSE_TITLES, curve_by_defense  # noqa: E402
+
+_MARKERS = {"none": "*", "fgm": "s", "pgd": "^", "pgn": "o", "l2l": "D", "rvs": "v"}
+
+
+def draw(report: dict, out_dir: Path) -> list[str]:
+    paths = [_figure5(report, out_dir / "figure5_robustness_curve.png")]
+    fgm_points = [p for p in report["curve_points"] if p["defense"] == "fgm"]
+    if fgm_points:
+        paths.append(_figure2(report, fgm_points, out_dir / "figure2_fgm.png"))
+    return paths
+
+
+def _figure5(report: dict, path: Path) -> str:
+    """Benign accuracy (x) against rho_cw (y), one line per defense across its sweep, error bars
+    over seeds; left the paper's rho (all misclassified examples), right over examples correct
+    before the attack."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, which in zip(axes, ("all", "correct")):
+        for defense, points in curve_by_defense(report["curve_points"], which).items():
+            ax.errorbar([p["benign_mean"] for p in points], [p["rho_mean"] for p in points],
+                        xerr=[p["benign_std"] for p in points], yerr=[p["rho_std"] for p in points],
+                        marker=_MARKERS.get(defense, "."), capsize=3, label=DEFENSE_TITLES.get(defense, defense))
+            for p in points:
+                if p["value"] is not None:
+                    ax.annotate(f"{p['value']:g}", (p["benign_mean"], p["rho_mean"]), fontsize=6,
+                                textcoords="offset points", xytext=(3, 3))
+        ax.set_xlabel("benign accuracy")
+        ax.set_ylabel(f"CW-L2 mean norm (rho_cw, {which})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(_title(report, "robustness curve (Figure 5); labels: eps or c_L; bars: std over seeds"), fontsize=9)
+    return _save(fig, path)
+
+
+def _figure2(report: dict, fgm_points: list[dict], path: Path) -> str:
+    """Left: FGM-AT's sweep, benign accuracy against the CW norm; right: one FGM-AT run over its
+    epochs, benign accuracy and rho_cw."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for p in fgm_points:
+        left.scatter(p["cw"]["mean_l2_all"], p["benign_accuracy"], color="C1", marker="s")
+        left.annotate(f"eps {p['value']:g}, seed {p['seed']}", (p["cw"]["mean_l2_all"], p["benign_accuracy"]),
+                      fontsize=6, textcoords="offset points", xytext=(3, 3))
+    left.set_xlabel("CW-L2 mean norm (rho_cw, all)")
+    left.set_ylabel("benign accuracy")
+    left.set_title("FGM-AT across eps", fontsize=9)
+    left.grid(alpha=0.3)
+    epochs = report["fgm_over_epochs"]["points"]
+    if epochs:
+        xs = [p["epoch"] for p in epochs]
+        right.plot(xs, [p["benign_accuracy"] for p in epochs], marker="o", color="C0", label="benign accuracy")
+        right.set_ylabel("benign accuracy", color="C0")
+        twin = right.twinx()
+        twin.plot(xs, [p["cw"]["mean_l2_all"] for p in epochs], marker="s", color="C3", label="rho_cw (all)")
+        twin.set_ylabel("rho_cw (all)", color="C3")
+        right.set_xlabel("epoch")
+        right.set_title(f"{report['fgm_over_epochs']['run']} over epochs", fontsize=9)
+        right.grid(alpha=0.3)
+    fig.suptitle(_title(report, "FGM-AT (Figure 2)"), fontsize=9)
+    return _save(fig, path)
+
+
+def _title(report: dict, what: str) -> str:
+    protocol = report["protocol"]
+    return f"{what}: {protocol['dataset']}, {protocol['test_images']} test images"
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+

@@ -1,0 +1,238 @@
+"""``run.py --mode report --root DIR``: the paper's comparison, from the runs of one or more sweeps.
+
+    python run.py --mode report --root runs/study --match_benign lowest --test_limit 500
+
+Finds every run under DIR (``--mode sweep`` puts them there), groups them by defense and by the
+setting their sweep varied, and:
+
+1. matches benign accuracy: for each run at a defense's *table point* (its value with the most
+   seeds), picks the kept epoch whose recorded benign accuracy is closest to the target
+   (``eval.matching``), and evaluates those checkpoints with every attack (Table 2);
+2. evaluates CW-L2 on each run's final weights and draws benign accuracy against rho_cw, one
+   line per defense across its sweep, error bars over seeds (Figure 5), and the Figure 2 pair
+   for FGM-AT (its sweep; one run over epochs);
+3. writes ``DIR/report/report.md`` (protocol, Table 2 with mean ± std over seeds, the matching,
+   the plots, and a paragraph per claim of the paper saying whether these numbers support it)
+   and ``report.json``.
+
+Attack outcomes are cached per run (``eval.suite``): a second report computes only what is new.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+import data
+from eval import claims, curves
+from eval.config import MIN_NORM_ATTACKS, EvalConfig
+from eval.evaluate import evaluate_target
+from eval.matching import Match, closest_epoch, epoch_accuracies, kept_epochs, parse_target
+from eval.metrics import summarize
+from eval.runs import TrainedRun, load_run
+from eval.study_tables import DEFENSE_TITLES
+from eval.suite import LoadedRun, outcome
+from training.rundir import CONFIG_FILE, RunDirError, package_versions, write_json_atomic
+from training.sweep import is_finished
+
+REPORT_DIR = "report"
+TABLE_ATTACKS = ("fgm", "mim", "deepfool", "cw")
+# Settings that differ between runs of one sweep without being what it swept.
+_NOT_SWEPT = ("train.seed", "train.epochs")
+
+
+@dataclasses.dataclass
+class StudyRun:
+    run: TrainedRun
+    swept: str | None          # the setting the defense's sweep varied ("defense.eps", ...)
+    accuracies: dict           # epoch -> benign accuracy recorded in training
+    kept: list
+
+    @property
+    def defense(self) -> str:
+        return self.run.defense
+
+    @property
+    def seed(self) -> int:
+        return int(self.run.settings["train.seed"])
+
+    @property
+    def value(self):
+        return self.run.settings[self.swept] if self.swept else None
+
+    @property
+    def label(self) -> str:
+        title = DEFENSE_TITLES.get(self.defense, self.defense)
+        return title if self.swept is None else f"{title} {self.swept.split('.')[-1]}={self.value:g}"
+
+
+def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", tolerance: float = 0.01,
+                 say=print) -> dict:
+    if not root:
+        raise ValueError("--mode report needs --root DIR, the directory of a sweep's runs")
+    target_spec = parse_target(match_benign)
+    if tolerance < 0:
+        raise ValueError(f"--match_tolerance must be >= 0, got {tolerance}")
+    started = time.monotonic()
+    runs, unfinished = discover(Path(root))
+    groups = group(runs)
+    table_runs = {d: table_point(rs) for d, rs in groups.items()}
+    target = resolve_target(target_spec, table_runs)
+    say(f"{len(runs)} finished run(s) in {root}" + (f", {len(unfinished)} unfinished (left out)" if unfinished else "")
+        + (f"; matching benign accuracy {target:.3f}" if target is not None else ""))
+
+    cfg = dataclasses.replace(cfg, run_dirs=tuple(str(r.run.run_dir) for r in runs),
+                              attacks=tuple(a for a in cfg.attacks if a in TABLE_ATTACKS) or TABLE_ATTACKS)
+    cfg.validate()
+    dataset = data.load_dataset(runs[0].run.data_config(cfg.test_limit))
+    x_test, y_test = dataset.test_images.astype(np.float32) / 255.0, dataset.test_labels
+
+    def loaded(run: TrainedRun) -> LoadedRun:
+        return LoadedRun(run, x_test, y_test, dataset.name, cfg.test_limit)
+
+    # 1. Table 2 at matched benign accuracy.
+    table = {}
+    for defense, members in table_runs.items():
+        rows = []
+        for member in members:
+            # Without kept epochs (--keep_checkpoints last) only the final weights can be matched.
+            match = closest_epoch(member.accuracies, member.kept or [max(member.accuracies)], target, tolerance)
+            epoch = match.epoch if member.kept else None
+            say(f"table: {member.run.name} at epoch {match.epoch} (recorded benign accuracy {match.accuracy:.3f})")
+            result = evaluate_target(loaded(load_run(member.run.run_dir, epoch)), cfg)
+            rows.append({"run": member.run.name, "seed": member.seed, "match": _match_dict(match), **result})
+        table[defense] = {"label": members[0].label, "value": members[0].value, "rows": rows}
+
+    # 2. Curves: CW on every run's final weights; FGM-AT's epochs for Figure 2.
+    cw_cfg = dataclasses.replace(cfg, attacks=("cw",))
+    points = []
+    for member in (m for members in groups.values() for m in members):
+        summary = summarize(outcome("cw", loaded(member.run), cw_cfg))
+        points.append({"defense": member.defense, "swept": member.swept, "value": member.value,
+                       "seed": member.seed, "run": member.run.name, "benign_accuracy": summary["benign_accuracy"],
+                       "cw": summary})
+    over_epochs = []
+    fgm_runs = table_runs.get("fgm")
+    if fgm_runs:
+        first = min(fgm_runs, key=lambda r: r.seed)
+        for epoch in first.kept:
+            summary = summarize(outcome("cw", loaded(load_run(first.run.run_dir, epoch)), cw_cfg))
+            over_epochs.append({"epoch": epoch, "benign_accuracy": summary["benign_accuracy"], "cw": summary})
+
+    out_dir = Path(root) / REPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
+    report = {"protocol": protocol, "table": table, "curve_points": points,
+              "fgm_over_epochs": {"run": first.run.name if fgm_runs else None, "points": over_epochs},
+              "unfinished": [str(p) for p in unfinished]}
+    report["plots"] = curves.draw(report, out_dir)
+    report["claims"] = claims.assess(report)
+    report["protocol"]["report_seconds"] = round(time.monotonic() - started, 1)
+    write_json_atomic(out_dir / "report.json", report)
+    (out_dir / "report.md").write_text(claims.markdown(report))
+    say(f"wrote {out_dir / 'report.md'}, report.json and {len(report['plots'])} plot(s)")
+    return report
+
+
+def discover(root: Path) -> tuple[list[StudyRun], list[Path]]:
+    """The finished runs directly under ``root`` (sorted by name) and the unfinished ones."""
+    if not root.is_dir():
+        raise RunDirError(f"--root {root} is not a directory: give the --root of a --mode sweep")
+    finished, unfinished = [], []
+    for run_dir in sorted(p for p in root.iterdir() if (p / CONFIG_FILE).exists()):
+        config = json.loads((run_dir / CONFIG_FILE).read_text())
+        if not is_finished(run_dir, config["settings"]["train.epochs"]):
+            unfinished.append(run_dir)
+            continue
+        finished.append(StudyRun(load_run(run_dir), None, epoch_accuracies(run_dir), kept_epochs(run_dir)))
+    if not finished:
+        raise RunDirError(f"--root {root} holds no finished run: train with --mode sweep --root {root} first")
+    datasets = {r.run.config["dataset"]["name"] for r in finished}
+    if len(datasets) > 1:
+        raise RunDirError(f"--root {root} mixes datasets ({', '.join(sorted(datasets))}): one report per dataset")
+    return finished, unfinished
+
+
+def group(runs: list[StudyRun]) -> dict[str, list[StudyRun]]:
+    """Runs by defense (clean first), each marked with the setting its sweep varied."""
+    order = list(DEFENSE_TITLES)
+    groups: dict[str, list[StudyRun]] = {}
+    for member in sorted(runs, key=lambda r: (order.index(r.defense) if r.defense in order else 99, r.run.name)):
+        groups.setdefault(member.defense, []).append(member)
+    for members in groups.values():
+        keys = sorted({k for m in members for k in m.run.settings if k not in _NOT_SWEPT
+                       and len({json.dumps(x.run.settings.get(k)) for x in members}) > 1})
+        if len(keys) > 1:
+            raise RunDirError(f"the {members[0].defense} runs differ in more than one setting ({', '.join(keys)}): "
+                              f"a report compares one sweep per defense; put other sweeps under another --root")
+        for member in members:
+            member.swept = keys[0] if keys else None
+    return groups
+
+
+def table_point(members: list[StudyRun]) -> list[StudyRun]:
+    """The runs at the defense's value with the most seeds (ties: the middle value of the sweep)."""
+    by_value: dict = {}
+    for member in members:
+        by_value.setdefault(json.dumps(member.value), []).append(member)
+    values = sorted(by_value, key=lambda v: json.loads(v) if json.loads(v) is not None else 0)
+    most = max(len(v) for v in by_value.values())
+    tied = [v for v in values if len(by_value[v]) == most]
+    return by_value[tied[len(tied) // 2]]
+
+
+def resolve_target(spec, table_runs: dict[str, list[StudyRun]]) -> float | None:
+    """The benign accuracy to match: a number as given; ``clean``: the mean final accuracy of the
+    clean runs; ``lowest``: the lowest final accuracy among the table runs (every run reaches it at
+    its end, so matching picks the epoch where it did)."""
+    if spec is None or isinstance(spec, float):
+        return spec
+    finals = {d: [m.accuracies[max(m.accuracies)] for m in members] for d, members in table_runs.items()}
+    if spec == "clean":
+        if "none" not in finals:
+            raise RunDirError("--match_benign clean needs clean runs (--defense none) under --root")
+        return statistics.mean(finals["none"])
+    return min(min(v) for v in finals.values())
+
+
+def _match_dict(match: Match) -> dict:
+    return {"epoch": match.epoch, "recorded_accuracy": match.accuracy, "target": match.target,
+            "difference": match.difference, "within_tolerance": match.within_tolerance}
+
+
+def _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance) -> dict:
+    first = runs[0].run
+    settings = first.settings
+    host = first.config.get("host", {})
+    train_seconds = sum(_training_seconds(r.run.run_dir) for r in runs)
+    return {
+        "dataset": dataset.name, "dataset_source": dataset.source,
+        "train_images": first.config["dataset"].get("train_size"), "test_images": int(len(dataset.test_labels)),
+        "width": settings["train.width"], "epochs": settings["train.epochs"], "batch_size": settings["train.batch_size"],
+        "lr": settings["train.lr"], "augment": settings["data.augment"],
+        "sweeps": {d: {"setting": ms[0].swept, "values": sorted({m.value for m in ms}, key=lambda v: (v is None, v)),
+                       "seeds": sorted({m.seed for m in ms})} for d, ms in groups.items()},
+        "match_benign": target_spec if isinstance(target_spec, str) or target_spec is None else float(target_spec),
+        "target": target, "tolerance": tolerance,
+        "attack_settings": {a: cfg.attack_settings(a) for a in TABLE_ATTACKS + ("masking",)},
+        "training_hours": round(train_seconds / 3600, 2),
+        "hardware": {"platform": host.get("platform", platform.platform()), "cpus": host.get("cpus", os.cpu_count())},
+        "versions": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git": first.config.get("git"),
+    }
+
+
+def _training_seconds(run_dir: Path) -> float:
+    path = run_dir / "metrics.jsonl"
+    records = {}
+    for line in path.read_text().splitlines():
+        event = json.loads(line) if line.strip() else {}
+        if event.get("kind") == "epoch_record":
+            records[event["epoch"]] = event["seconds_per_epoch"]
+    return float(sum(records.values()))

@@ -1,0 +1,75 @@
+"""The report's numbers: Table 2 aggregated over seeds and the robustness curve's points."""
+from __future__ import annotations
+
+import numpy as np
+
+DEFENSE_TITLES = {"none": "clean", "fgm": "FGM-AT", "pgd": "PGD-AT", "pgn": "PGN", "l2l": "L2L", "rvs": "RvS"}
+
+# Table 2's columns: (key, heading, where in a row the value is).
+TABLE_COLUMNS = (
+    ("fgm_acc", "FGM acc", ("attacks", "fgm", "white", "accuracy")),
+    ("mim_acc", "MIM acc", ("attacks", "mim", "white", "accuracy")),
+    ("deepfool_mean", "DeepFool mean L2", ("attacks", "deepfool", "white", "mean_l2_all")),
+    ("cw_mean", "CW mean L2", ("attacks", "cw", "white", "mean_l2_all")),
+    ("cw_median", "CW median L2", ("attacks", "cw", "white", "median_l2_all")),
+    ("cw_mean_correct", "CW mean L2 (correct)", ("attacks", "cw", "white", "mean_l2_correct")),
+    ("benign", "benign acc", ("benign_accuracy",)),
+    ("seconds_per_epoch", "s/epoch", ("seconds_per_epoch",)),
+)
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value); NaN when there is nothing."""
+    values = np.asarray([v for v in values if v is not None], dtype=float)
+    if not len(values):
+        return float("nan"), float("nan")
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _lookup(row: dict, path: tuple):
+    for key in path:
+        if row is None:
+            return None
+        row = row.get(key)
+    return row
+
+
+def aggregate_table(table: dict) -> dict:
+    """{defense: {"n": seeds, "label": ..., column: (mean, std), "matched": ..., "epochs": [...]}}."""
+    out = {}
+    for defense, entry in table.items():
+        rows = entry["rows"]
+        agg = {"n": len(rows), "label": entry["label"], "epochs": [r["match"]["epoch"] for r in rows],
+               "max_difference": max(abs(r["match"]["difference"]) for r in rows),
+               "all_matched": all(r["match"]["within_tolerance"] for r in rows),
+               "masking_failures": sum(not c["passed"] for r in rows for c in r["masking_checks"])}
+        for key, _, path in TABLE_COLUMNS:
+            agg[key] = mean_std(_lookup(r, path) for r in rows)
+        out[defense] = agg
+    return out
+
+
+def curve_by_defense(points: list[dict], which: str = "all") -> dict[str, list[dict]]:
+    """Figure 5's points: per defense and swept value, benign accuracy and rho_cw (mean, std over
+    seeds), sorted by benign accuracy."""
+    grouped: dict = {}
+    for p in points:
+        grouped.setdefault(p["defense"], {}).setdefault(p["value"], []).append(p)
+    curves = {}
+    for defense, by_value in grouped.items():
+        rows = []
+        for value, members in by_value.items():
+            benign = mean_std(m["benign_accuracy"] for m in members)
+            rho = mean_std(m["cw"][f"mean_l2_{which}"] for m in members)
+            rows.append({"value": value, "n": len(members), "benign_mean": benign[0], "benign_std": benign[1],
+                         "rho_mean": rho[0], "rho_std": rho[1]})
+        curves[defense] = sorted(rows, key=lambda r: r["benign_mean"])
+    return curves
+
+
+def rho_at(curve: list[dict], benign: float) -> float | None:
+    """A defense's rho_cw at a benign accuracy, linearly interpolated along its curve (None outside it)."""
+    xs = [p["benign_mean"] for p in curve]
+    if len(xs) < 2 or not min(xs) <= benign <= max(xs):
+        return None
+    return float(np.interp(benign, xs, [p["rho_mean"] for p in curve]))

@@ -1,0 +1,141 @@
+"""Sweeps, benign-accuracy matching and the report (--mode sweep / --mode report) on tiny runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import data
+from eval import study, suite
+from eval.config import EvalConfig
+from eval.matching import closest_epoch, epoch_accuracies, kept_epochs, parse_target
+from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
+from training.sweep import Sweep, is_finished, run_sweep
+from tests.test_cli import assert_one_line_error, run_py
+
+QUIET = dict(say=lambda *_: None)
+FAST = dict(mim_iters=5, deepfool_iters=20, cw_iters=10, cw_binary_steps=2, masking_iters=5, batch_size=64)
+
+
+def _configs(folder, root, epochs=2, **run):
+    return (data.DataConfig(dataset=f"folder:{folder}", data_dir=str(Path(root) / "tfds"), augment="none"),
+            TrainConfig(epochs=epochs, batch_size=16, width=0.125),
+            DefenseConfig(defense="fgm", eps=0.5),
+            RunConfig(monitor_size=16, checkpoint_every_minutes=0, keep_checkpoints="all", **run))
+
+
+def _starts(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["kind"] == "start"]
+
+
+def test_matching_picks_the_epoch_closest_to_the_target():
+    record = {1: 0.40, 2: 0.52, 3: 0.58, 4: 0.61, 5: 0.60}
+    match = closest_epoch(record, [1, 2, 3, 4, 5], 0.575, tolerance=0.01)
+    assert (match.epoch, match.difference, match.within_tolerance) == (3, pytest.approx(0.005), True)
+    # only kept epochs count, and a target no epoch reaches is reported, not hidden
+    match = closest_epoch(record, [1, 2, 5], 0.575, tolerance=0.01)
+    assert match.epoch == 5 and match.difference == pytest.approx(0.025) and not match.within_tolerance
+    far = closest_epoch(record, [1, 2, 3, 4, 5], 0.9, tolerance=0.01)
+    assert far.epoch == 4 and far.difference == pytest.approx(-0.29) and not far.within_tolerance
+    assert closest_epoch(record, [1, 2, 3, 4, 5], None, 0.01).epoch == 5  # no matching: the last epoch
+    assert closest_epoch({1: 0.5, 2: 0.7}, [1, 2], 0.6, 0.2).epoch == 2  # a tie goes to the longer-trained one
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        closest_epoch(record, [], 0.5, 0.01)
+
+
+def test_match_targets_and_kept_epochs_parse():
+    assert parse_target("0.7") == 0.7 and parse_target("clean") == "clean" and parse_target("None") is None
+    for bad in ("seventy", "1.5", "0"):
+        with pytest.raises(ValueError, match="--match_benign"):
+            parse_target(bad)
+    assert [e for e in range(1, 8) if keeps_epoch("3", e, 7)] == [3, 6, 7]
+    assert [e for e in range(1, 4) if keeps_epoch("last", e, 3)] == [3]
+    assert [e for e in range(1, 4) if keeps_epoch("all", e, 3)] == [1, 2, 3]
+
+
+def test_sweep_specs_are_checked():
+    assert Sweep.parse("eps=0.1, 0.3") == Sweep("eps", (0.1, 0.3))
+    assert Sweep.parse("pgd_steps=5,10").values == (5, 10)
+    assert Sweep.parse("") == Sweep(None, (None,))
+    for bad, fragment in (("eps", "NAME=V1"), ("seed=1,2", "cannot vary"), ("pgd_steps=0.5", "int"),
+                          ("eps=0.1,0.1", "twice")):
+        with pytest.raises(ValueError, match=fragment):
+            Sweep.parse(bad)
+
+
+def test_a_sweep_trains_only_what_is_missing(tiny_folder, tmp_path):
+    root = tmp_path / "sweep"
+    done = run_sweep(str(root), Sweep.parse("eps=0.25"), (0,), *_configs(tiny_folder, tmp_path), **QUIET)
+    assert list(done.values()) == ["trained"]
+    # the second value stops part-way: one finished run, one half-finished
+    cfgs = _configs(tiny_folder, tmp_path, stop_after_steps=3)
+    status = run_sweep(str(root), Sweep.parse("eps=0.25,0.5"), (0,), *cfgs, **QUIET)
+    finished, half = root / "fgm-eps0.25-seed0", root / "fgm-eps0.5-seed0"
+    assert status == {str(finished): "skipped", str(half): "stopped"}
+    assert is_finished(finished, 2) and not is_finished(half, 2)
+    starts_before = len(_starts(finished))
+
+    status = run_sweep(str(root), Sweep.parse("eps=0.25,0.5"), (0,), *_configs(tiny_folder, tmp_path), **QUIET)
+    assert status == {str(finished): "skipped", str(half): "resumed"}
+    assert len(_starts(finished)) == starts_before  # the finished run was not even opened
+    assert [s["step"] for s in _starts(half)] == [0, 3] and is_finished(half, 2)
+    assert json.loads((half / "config.json").read_text())["settings"]["defense.eps"] == 0.5
+    assert kept_epochs(half) == [1, 2] and sorted(epoch_accuracies(half)) == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def study_root(tiny_folder, tmp_path_factory):
+    """Two clean runs (seeds 0, 1) and an FGM-AT sweep over eps with two seeds at its middle value."""
+    root = tmp_path_factory.mktemp("study")
+    cfgs = _configs(tiny_folder, root)
+    run_sweep(str(root), Sweep.parse(""), (0, 1), cfgs[0], cfgs[1], DefenseConfig(defense="none"), cfgs[3], **QUIET)
+    run_sweep(str(root), Sweep.parse("eps=0.25,0.5,1.0"), (0,), *cfgs, **QUIET)
+    run_sweep(str(root), Sweep.parse("eps=0.5"), (1,), *cfgs, **QUIET)
+    return root
+
+
+def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
+    report = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
+    out = study_root / study.REPORT_DIR
+    markdown = (out / "report.md").read_text()
+    assert set(report["table"]) == {"none", "fgm"}
+    fgm = report["table"]["fgm"]
+    assert fgm["value"] == 0.5 and sorted(r["seed"] for r in fgm["rows"]) == [0, 1]  # the point with most seeds
+    target = report["protocol"]["target"]
+    finals = [epoch_accuracies(study_root / r["run"])[2] for e in report["table"].values() for r in e["rows"]]
+    assert target == pytest.approx(min(finals))  # "lowest": the least accurate table run's final accuracy
+    for entry in report["table"].values():
+        for row in entry["rows"]:
+            accuracies = epoch_accuracies(study_root / row["run"])
+            best = min(abs(a - target) for a in accuracies.values())
+            assert abs(row["match"]["difference"]) == pytest.approx(best)
+            assert row["benign_accuracy"] == pytest.approx(row["match"]["recorded_accuracy"])  # same weights, same images
+    assert len(report["curve_points"]) == 6 and len(report["fgm_over_epochs"]["points"]) == 2
+    for heading in ("## Protocol", "## Table 2 at matched benign accuracy", "| FGM-AT eps=0.5 | 2 |", "| clean | 2 |",
+                    "## The paper's claims", "figure5_robustness_curve.png", "figure2_fgm.png"):
+        assert heading in markdown
+    for plot in report["plots"]:
+        assert Path(plot).stat().st_size > 10_000
+    assert any(c["claim"].startswith("FGM-AT raises rho_cw") for c in report["claims"])
+
+    def no_crafting(*args, **kwargs):
+        raise AssertionError("a second report must reuse the cached attacks")
+    monkeypatch.setattr(suite, "craft", no_crafting)
+    again = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
+    assert again["table"]["fgm"]["rows"][0]["attacks"] == fgm["rows"][0]["attacks"]
+
+
+def test_a_target_no_run_reaches_is_reported_unmatched(study_root):
+    report = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "0.999", 0.01, **QUIET)
+    assert not any(r["match"]["within_tolerance"] for e in report["table"].values() for r in e["rows"])
+    assert "**unmatched**" in (study_root / study.REPORT_DIR / "report.md").read_text()
+
+
+def test_sweep_and_report_command_line_errors(tmp_path):
+    assert_one_line_error(run_py("--mode", "sweep", "--sweep", "seed=1,2", "--root", str(tmp_path)), "cannot vary")
+    assert_one_line_error(run_py("--mode", "sweep", "--sweep", "eps=0.1"), "--root")
+    assert_one_line_error(run_py("--mode", "report", "--root", str(tmp_path / "nowhere")), "not a directory")
+    assert_one_line_error(run_py("--mode", "report", "--root", str(tmp_path), "--match_benign", "most"),
+                          "--match_benign")
