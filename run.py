@@ -19,7 +19,8 @@ from absl import app, flags, logging  # noqa: E402
 
 from configs import PRESETS  # noqa: E402
 from eval.config import ATTACKS, DEFAULT_ATTACKS, EvalConfig  # noqa: E402
-from training.config import DEFENSE_NAMES, L2L_VARIANTS, NORMS, PGN_GRADS, PGN_UPDATES  # noqa: E402
+from training.config import (DEFENSE_NAMES, L2L_VARIANTS, NORMS, OPTIMIZERS, PGN_GRADS, PGN_UPDATES,  # noqa: E402
+                             STRATEGIES)
 
 MODES = ("train", "eval", "sweep", "report")
 EXIT_BAD_INPUT = 2
@@ -77,6 +78,11 @@ flags.DEFINE_float("checkpoint_every_minutes", 10.0, "Checkpoint this often with
 flags.DEFINE_integer("monitor_size", 512, "Test examples attacked with the training attack each epoch.")
 flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept in <run_dir>/checkpoints.")
 flags.DEFINE_integer("stop_after_steps", 0, "Save and stop once this many steps are done (0: never).")
+flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "adam (Table 1) or sgd (momentum 0.9, as L2L's public "
+                  "code, without its schedule); --lr sets the learning rate of either.")
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute: default (one device), mirrored (every "
+                  "GPU of this machine, or --cpu_replicas logical CPUs without one) or multi_worker (TF_CONFIG).")
+flags.DEFINE_integer("cpu_replicas", 2, "--strategy mirrored on a machine without GPU: logical CPU devices.")
 flags.DEFINE_string("keep_checkpoints", "last", "Keep the EMA classifier of every epoch (all), of the last "
                     "(last), or of every N-th epoch and the last (N), for --match_benign.")
 # Sweeps and the report (--mode sweep / --mode report)

@@ -68,7 +68,9 @@ def check_target(targeted, y):
 
 
 def check_rng(rng):
-    if rng is not None and not isinstance(rng, tf.random.Generator):
+    """A tf.random.Generator, or anything with its normal(shape, dtype) and uniform(shape, minval,
+    maxval, dtype) methods (such as training.distribute.ReplicaNoise), or None."""
+    if rng is not None and not (callable(getattr(rng, "normal", None)) and callable(getattr(rng, "uniform", None))):
         raise TypeError(f"rng must be a tf.random.Generator or None, got {type(rng).__name__}.")
 
 

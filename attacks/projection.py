@@ -84,7 +84,8 @@ def random_lp_vector(shape, norm, eps, rng=None):
     L-inf: uniform in [-eps, eps] per coordinate. L2: as CleverHans's random_lp_vector
     (Calafiore et al. 1998): a Gaussian direction normalised to the sphere, scaled by
     u^(1/d) with u ~ U[0, 1] and d the number of coordinates per example.
-    rng: a tf.random.Generator (its state can be checkpointed); None uses tf.random ops.
+    rng: a tf.random.Generator (its state can be checkpointed) or an object with its normal and
+      uniform methods; None uses tf.random ops.
     """
     _checks.check_norm(norm)
     shape = tf.cast(shape, tf.int32)

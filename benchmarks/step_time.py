@@ -1,4 +1,5 @@
-"""Seconds per training step of each defense, measured in one run on the same model and data.
+"""The speed table: seconds per training step of each defense, the input pipeline's rate and
+peak memory, measured in one run on the same model and data.
 
     python -m benchmarks.step_time --width 1 --gen_width 1 --batch_size 128 --steps 10
 
@@ -7,11 +8,19 @@ defense's step, the EMA update, the step counter) on one fixed batch, after a wa
 and compiles it. Prints a table and the ratios the PGN paper reports (Table 2: PGN/clean 6.3,
 PGN/PGD-10 0.29 on an RTX 2080 Ti). Data values do not change the cost: the batch is random
 images, so no dataset is needed.
+
+The input pipeline (``data.train_batches``: shuffled, flipped and shifted batches of uint8 images
+held in memory, as training uses it) is timed alone over one epoch of ``--pipeline_examples``
+images; it should deliver at least 5x the examples per second of the clean step, or it would
+slow training down. Peak memory: on a GPU, the device's peak while each defense steps
+(``tf.config.experimental.get_memory_info``, reset per defense); on a CPU, the process's peak
+resident memory after each defense (it only grows, so a row is at least the row above).
 """
 from __future__ import annotations
 
 import os
 import platform
+import resource
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,6 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+import data  # noqa: E402
 from models import build_classifier  # noqa: E402
 from training.config import DefenseConfig, TrainConfig  # noqa: E402
 from training.defenses import make_defense  # noqa: E402
@@ -34,6 +44,7 @@ flags.DEFINE_integer("steps", 10, "Timed steps per defense (after 2 warm-up step
 flags.DEFINE_integer("repeats", 3, "Timing rounds over all defenses; the median round counts.")
 flags.DEFINE_list("defenses", ["none", "fgm", "pgd", "pgn", "pgn:alternating", "l2l", "rvs"], "Defenses to time.")
 flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute.")
+flags.DEFINE_integer("pipeline_examples", 20000, "Images in the input-pipeline timing (0: skip it).")
 FLAGS = flags.FLAGS
 
 LABELS = {"none": "clean", "fgm": "FGM", "pgd": "PGD-10", "pgn": "PGN (simultaneous)",
@@ -66,6 +77,31 @@ def seconds_per_step(step, x, y) -> float:
     return (time.perf_counter() - started) / FLAGS.steps
 
 
+def pipeline_examples_per_second(batch_size: int) -> float:
+    """Examples per second of one augmented epoch of the training pipeline alone (after one warm-up batch)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (FLAGS.pipeline_examples, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, FLAGS.num_classes, FLAGS.pipeline_examples).astype(np.int32)
+    batches = iter(data.train_batches(images, labels, batch_size=batch_size, seed=0, epoch=0, augment="flip_shift"))
+    next(batches)
+    started, count = time.perf_counter(), 0
+    for x, _ in batches:
+        count += int(x.shape[0])
+    return count / (time.perf_counter() - started)
+
+
+def peak_memory_mib() -> float:
+    """The GPU's peak since the last reset, or the process's peak resident memory on a CPU."""
+    if tf.config.list_logical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def reset_peak_memory() -> None:
+    if tf.config.list_logical_devices("GPU"):
+        tf.config.experimental.reset_memory_stats("GPU:0")
+
+
 def main(_):
     import keras
     logging.set_verbosity(logging.ERROR)  # each defense's own step function is a new trace, as intended
@@ -74,7 +110,11 @@ def main(_):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(0, 1, (FLAGS.batch_size, 32, 32, 3)).astype(np.float32))
     y = tf.constant(rng.integers(0, FLAGS.num_classes, FLAGS.batch_size).astype(np.int32))
-    steps = {name: build_step(name, x, y) for name in FLAGS.defenses}
+    steps, memory = {}, {}
+    for name in FLAGS.defenses:
+        reset_peak_memory()
+        steps[name] = build_step(name, x, y)  # includes two steps
+        memory[name] = peak_memory_mib()
     rounds = {name: [] for name in steps}
     for _ in range(FLAGS.repeats):  # interleaved, so drifts in machine load hit every defense alike
         for name, step in steps.items():
@@ -86,16 +126,24 @@ def main(_):
           f"tensorflow {tf.__version__}; width {FLAGS.width:g}, gen_width {FLAGS.gen_width:g}, "
           f"batch {FLAGS.batch_size}, {FLAGS.num_classes} classes, "
           f"{'mixed_float16' if FLAGS.mixed_precision else 'float32'}")
-    print("| defense | s/step | x clean |")
-    print("|---|---|---|")
+    where = "GPU peak" if tf.config.list_logical_devices("GPU") else "process peak RSS"
+    print(f"| defense | s/step | x clean | examples/s | {where} (MiB) |")
+    print("|---|---|---|---|---|")
     clean = timing.get("none")
     for name, seconds in timing.items():
         ratio = f"{seconds / clean:.2f}" if clean else "-"
-        print(f"| {LABELS.get(name, name)} | {seconds:.4f} | {ratio} |")
+        print(f"| {LABELS.get(name, name)} | {seconds:.4f} | {ratio} | {FLAGS.batch_size / seconds:.0f} "
+              f"| {memory[name]:.0f} |")
     if "pgn" in timing and clean:
-        print(f"PGN/clean = {timing['pgn'] / clean:.2f} (paper 6.3)")
+        print(f"PGN/clean = {timing['pgn'] / clean:.2f} (paper 6.3; goal <= 3.5)")
+    if "pgd" in timing and clean:
+        print(f"PGD-10/clean = {timing['pgd'] / clean:.2f} (paper 21.5; about 7.7 from counting passes)")
     if "pgn" in timing and "pgd" in timing:
         print(f"PGN/PGD-10 = {timing['pgn'] / timing['pgd']:.2f} (paper 0.29)")
+    if FLAGS.pipeline_examples:
+        rate = pipeline_examples_per_second(FLAGS.batch_size)
+        versus = f" = {rate / (FLAGS.batch_size / clean):.1f}x the clean step's rate (goal >= 5x)" if clean else ""
+        print(f"input pipeline alone (flip + shift, batch {FLAGS.batch_size}): {rate:.0f} examples/s{versus}")
 
 
 if __name__ == "__main__":

@@ -155,8 +155,10 @@ def markdown(report: dict) -> str:
         f"{a['cw']['cw_binary_steps']} binary steps, lr {a['cw']['cw_lr']:g}, initial c {a['cw']['cw_initial_const']:g}.",
         f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
         f"{p['training_hours']:.2f} h in all, this report {p.get('report_seconds', 0) / 60:.1f} min.",
-        f"- Software: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v) + (
-            f"; commit {p['git']['commit'][:10]}" if p.get("git") and p["git"].get("commit") else ""),
+        "- Software: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
+        + f"; runs trained at commit {', '.join(p['training_commits'])}, this report made at commit "
+        + f"{str(p['report_git'].get('commit'))[:10]}" + (" (with uncommitted changes)" if p["report_git"].get("dirty") else "")
+        + ".",
         "",
         "## Table 2 at matched benign accuracy",
         "",

@@ -33,17 +33,22 @@ class Match:
         return abs(self.difference) <= self.tolerance + 1e-12
 
 
-def epoch_accuracies(run_dir: Path) -> dict[int, float]:
-    """{epoch: benign test accuracy of the EMA weights} from the run's log; a resumed run's repeated
-    epoch keeps its last record."""
+def epoch_records(run_dir: Path) -> dict[int, dict]:
+    """{epoch: its end-of-epoch record} from the run's log; a resumed run's repeated epoch keeps its
+    last record."""
     path = Path(run_dir) / "metrics.jsonl"
     records = {}
     if path.exists():
         for line in path.read_text().splitlines():
             event = json.loads(line) if line.strip() else {}
             if event.get("kind") == "epoch_record":
-                records[int(event["epoch"])] = float(event["test_acc"])
+                records[int(event["epoch"])] = event
     return records
+
+
+def epoch_accuracies(run_dir: Path) -> dict[int, float]:
+    """{epoch: benign test accuracy of the EMA weights}, as training recorded it."""
+    return {epoch: float(r["test_acc"]) for epoch, r in epoch_records(run_dir).items()}
 
 
 def kept_epochs(run_dir: Path) -> list[int]:

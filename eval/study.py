@@ -33,12 +33,12 @@ import data
 from eval import claims, curves
 from eval.config import MIN_NORM_ATTACKS, EvalConfig
 from eval.evaluate import evaluate_target
-from eval.matching import Match, closest_epoch, epoch_accuracies, kept_epochs, parse_target
+from eval.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
 from eval.metrics import summarize
 from eval.runs import TrainedRun, load_run
 from eval.study_tables import DEFENSE_TITLES
 from eval.suite import LoadedRun, outcome
-from training.rundir import CONFIG_FILE, RunDirError, package_versions, write_json_atomic
+from training.rundir import CONFIG_FILE, RunDirError, git_state, package_versions, write_json_atomic
 from training.sweep import is_finished
 
 REPORT_DIR = "report"
@@ -210,7 +210,7 @@ def _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance) -> dic
     first = runs[0].run
     settings = first.settings
     host = first.config.get("host", {})
-    train_seconds = sum(_training_seconds(r.run.run_dir) for r in runs)
+    train_seconds = sum(r["seconds_per_epoch"] for m in runs for r in epoch_records(m.run.run_dir).values())
     return {
         "dataset": dataset.name, "dataset_source": dataset.source,
         "train_images": first.config["dataset"].get("train_size"), "test_images": int(len(dataset.test_labels)),
@@ -224,15 +224,7 @@ def _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance) -> dic
         "training_hours": round(train_seconds / 3600, 2),
         "hardware": {"platform": host.get("platform", platform.platform()), "cpus": host.get("cpus", os.cpu_count())},
         "versions": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git": first.config.get("git"),
+        "training_commits": sorted({str((r.run.config.get("git") or {}).get("commit"))[:10] for r in runs}),
+        "report_git": git_state(),
     }
 
-
-def _training_seconds(run_dir: Path) -> float:
-    path = run_dir / "metrics.jsonl"
-    records = {}
-    for line in path.read_text().splitlines():
-        event = json.loads(line) if line.strip() else {}
-        if event.get("kind") == "epoch_record":
-            records[event["epoch"]] = event["seconds_per_epoch"]
-    return float(sum(records.values()))

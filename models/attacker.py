@@ -14,7 +14,8 @@ throughout (stride 1). Details kept from the public code: the batch norms inside
 the last one have no scale or offset (``affine=False``), PReLU has one slope shared by all units
 (PyTorch's default, initialised at 0.25), the block convolutions start from Xavier-uniform with
 gain sqrt(2), and the batch-norm momentum and epsilon are PyTorch's (0.1 -> Keras 0.9; 1e-5, 1e-3
-for the stem). ``h`` is float32 under mixed precision. ``width`` scales every filter count but
+for the stem). The batch norms are ``synchronized``: under ``tf.distribute`` they use the
+global batch's statistics, as one device would. ``h`` is float32 under mixed precision. ``width`` scales every filter count but
 the output's (the full attacker costs more than the full classifier: CPU runs shrink it).
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def build_attacker(input_shape=(32, 32, 3), inputs=ATTACKER_INPUTS, width: float
                     for key in ATTACKER_INPUTS if key in inputs]
     h = model_inputs[0] if len(model_inputs) == 1 else layers.Concatenate(name="joint")(model_inputs)
     h = layers.Conv2D(filters(_BLOCK_WIDTHS[0]), 3, padding="same", use_bias=False, name="stem")(h)
-    h = layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=1e-3, name="stem_bn")(h)
+    h = layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=1e-3, synchronized=True, name="stem_bn")(h)
     h = layers.ReLU(name="stem_relu")(h)
     for i, (n_in, n_out) in enumerate(itertools.pairwise(_BLOCK_WIDTHS)):
         h = _residual_block(h, filters(n_in), filters(n_out), f"block{i + 1}")
@@ -59,7 +60,7 @@ def build_attacker(input_shape=(32, 32, 3), inputs=ATTACKER_INPUTS, width: float
 def _bn(h, name):
     """Batch norm without scale and offset (the public code's ``affine=False``)."""
     return layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=1e-5, center=False, scale=False,
-                                     name=name)(h)
+                                     synchronized=True, name=name)(h)
 
 
 def _prelu(h, name):

@@ -9,7 +9,8 @@ As the RvS public code builds it (model.py, ``attack``), for an H x W x C image 
 
 No image, label or classifier gradient enters: the same z gives the same perturbation for any
 image. As in the public code the convolutions have no bias (the transposed ones feed batch norm,
-which has its own) and batch-norm moving averages decay at 0.9. ``width`` scales the 64, 32 and
+which has its own) and batch-norm moving averages decay at 0.9; the batch norms are
+``synchronized`` (global-batch statistics under ``tf.distribute``). ``width`` scales the 64, 32 and
 16; the output is float32 even under mixed precision, since the perturbation is clipped and added
 to float32 images.
 """
@@ -42,7 +43,7 @@ def build_noise_generator(z_dim: int = 640, image_shape=(32, 32, 3), width: floa
     for i, filters in enumerate((32, 16), start=1):
         h = layers.Conv2DTranspose(units(filters), 4, strides=2, padding="same", use_bias=False,
                                    kernel_initializer="he_normal", name=f"up{i}")(h)
-        h = layers.BatchNormalization(momentum=0.9, name=f"up{i}_bn")(h)  # decay .9, as the public code
+        h = layers.BatchNormalization(momentum=0.9, synchronized=True, name=f"up{i}_bn")(h)  # decay .9, as the public code
         h = layers.LeakyReLU(negative_slope=_SLOPE, name=f"up{i}_lrelu")(h)
     delta = layers.Conv2D(channels, 4, padding="same", use_bias=False, kernel_initializer="he_normal",
                           dtype="float32", name="delta")(h)

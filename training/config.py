@@ -15,6 +15,9 @@ PGN_UPDATES = ("simultaneous", "alternating")
 PGN_GRADS = ("prob", "loss")
 NORMS = ("2", "inf")
 L2L_VARIANTS = ("grad", "two_step", "naive")
+OPTIMIZERS = ("adam", "sgd")
+SGD_MOMENTUM = 0.9
+STRATEGIES = ("default", "mirrored", "multi_worker")  # = training.distribute.STRATEGIES (a test checks)
 GENERATOR_INPUTS = ("grad", "image", "label")  # = models.generator.GENERATOR_INPUTS (a test checks)
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +26,7 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
     lr: float = 5e-4
+    optimizer: str = "adam"       # "adam" (Table 1) or "sgd" (momentum 0.9, L2L's public code; no schedule)
     ema_decay: float = 0.998
     ema_warmup: bool = True       # decay min(d, (1+t)/(10+t)) as tf.train.ExponentialMovingAverage
     width: float = 1.0
@@ -31,6 +35,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         _positive(self, "epochs", "batch_size", "lr", "width")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -96,9 +102,13 @@ class RunConfig:
     max_checkpoints: int = 3
     stop_after_steps: int = 0     # stop (with a checkpoint) after this many steps in total; 0 = never
     keep_checkpoints: str = "last"  # EMA classifier per epoch: "last", "all" or every N-th epoch ("N")
+    strategy: str = "default"     # tf.distribute: "default", "mirrored" or "multi_worker" (training/distribute.py)
+    cpu_replicas: int = 2         # mirrored without a GPU: logical CPU devices
 
     def validate(self) -> None:
-        _positive(self, "log_every_steps", "monitor_size", "max_checkpoints")
+        _positive(self, "log_every_steps", "monitor_size", "max_checkpoints", "cpu_replicas")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'")
         if self.keep_checkpoints not in ("last", "all") and not (
                 self.keep_checkpoints.isdigit() and int(self.keep_checkpoints) > 0):
             raise ValueError(f"--keep_checkpoints must be all, last or a positive number of epochs, "

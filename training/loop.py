@@ -3,10 +3,12 @@
 Per batch it runs the defense's compiled step and updates the weight average (EMA); per epoch
 it measures the EMA classifier's benign test accuracy and its accuracy under the defense's own
 training attack on a fixed test subset, writes an image grid, saves a checkpoint and exports the
-averaged weights. A run directory started again resumes from its last checkpoint at the exact
-batch it stopped at: the epoch's batch order and augmentation depend only on (seed, epoch),
-and the random generator, EMA and optimizer states are in the checkpoint, so the resumed run
-ends with the same weights as an uninterrupted one.
+averaged weights (and, with ``--keep_checkpoints``, keeps that epoch's). A run directory started
+again resumes from its last checkpoint at the exact batch it stopped at: the epoch's batch order
+and augmentation depend only on (seed, epoch), random starts only on (seed, step), and the step,
+EMA and optimizer states are in the checkpoint, so the resumed run ends with the same weights as
+an uninterrupted one. Under a ``tf.distribute`` strategy (``training/distribute.py``) the same
+loop runs the step on every replica.
 """
 from __future__ import annotations
 
@@ -22,15 +24,18 @@ import tensorflow as tf
 
 import data
 from models import build_classifier
-from training import rundir
+from training import distribute, rundir
 from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
 from training.defenses import DEFENSES, make_defense
 from training.ema import WeightEMA
 from training.monitor import MetricWindow, RunLog, is_finite
 
 EMA_WEIGHTS_FILE = "ema_classifier.weights.h5"
+CHECKPOINTS_DIR = "checkpoints"
 EPOCHS_DIR = "epochs"  # <run_dir>/epochs/epoch-NNN.weights.h5: kept EMA classifiers (--keep_checkpoints)
 _GRID_EXAMPLES = 8
+_MONITOR_DRAWS = 512
+PER_EXAMPLE_METRICS = ("delta_l2",)  # gathered over replicas (for the median); the rest averaged  # the per-epoch attack numbers its random draws from here
 
 
 class TrainingError(RuntimeError):
@@ -61,17 +66,23 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     run_dir = Path(run_cfg.run_dir or rundir.default_run_dir(
         data_cfg.dataset, defense_cls.run_name(defense_cfg), train_cfg.width, train_cfg.seed))
     settings = rundir.flatten_settings(data=data_cfg, train=train_cfg, defense=defense_cfg)
-    resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite)
+    strategy = distribute.make_strategy(run_cfg.strategy, run_cfg.cpu_replicas)  # first: it may split the CPU
+    distribute.check_batch_split(train_cfg.batch_size, strategy)
+    chief = distribute.is_chief(strategy)
+    if chief:
+        resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite)
+    else:  # the chief checks and creates the run directory; the others resume what it saved
+        resuming = (run_dir / CHECKPOINTS_DIR).exists()
     dataset = data.load_dataset(data_cfg)
     steps_per_epoch = data.steps_per_epoch(len(dataset.train_labels), train_cfg.batch_size)
 
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16" if train_cfg.mixed_precision else "float32")
     try:
-        session = _Session(dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch)
+        session = _Session(dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch, strategy)
         if resuming:
             session.restore(say)
-        else:
+        elif chief:
             record = rundir.run_record(flags or {}, settings, dataset.info())
             moved_to = rundir.create_run_dir(run_dir, record, run_cfg.overwrite)
             if moved_to:
@@ -81,10 +92,21 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def compiled_train_step(defense, ema: WeightEMA, step: tf.Variable):
-    """The whole per-batch work as one tf.function: the defense's step, the EMA, the counter."""
+def compiled_train_step(defense, ema: WeightEMA, step: tf.Variable, strategy: tf.distribute.Strategy | None = None):
+    """The whole per-batch work as one tf.function: the defense's step on every replica's slice
+    of the batch (``strategy.run``), the metrics averaged over replicas, the EMA, the counter."""
+    strategy = strategy or tf.distribute.get_strategy()
+
+    def replica_step(x, y):
+        return {k: tf.cast(v, tf.float32) if k in PER_EXAMPLE_METRICS else tf.reduce_mean(tf.cast(v, tf.float32))
+                for k, v in defense.train_step(x, y).items()}
+
     def train_step(x, y):
-        metrics = defense.train_step(x, y)
+        if hasattr(defense.rng, "begin"):
+            defense.rng.begin()  # number this trace's random draws from 0
+        per_replica = strategy.run(replica_step, args=(x, y))
+        metrics = {k: strategy.gather(v, axis=0) if k in PER_EXAMPLE_METRICS
+                   else strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
         ema.update()
         step.assign_add(1)
         return metrics
@@ -94,27 +116,31 @@ def compiled_train_step(defense, ema: WeightEMA, step: tf.Variable):
 class _Session:
     """The state of one training process: networks, EMA, checkpoint, compiled functions."""
 
-    def __init__(self, dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch):
+    def __init__(self, dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch, strategy):
         self.dataset, self.train_cfg, self.run_cfg = dataset, train_cfg, run_cfg
         self.run_dir = run_dir
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * train_cfg.epochs
         self.augment = data.resolve_augment(data_cfg.augment, dataset.name)
+        self.strategy, self.chief = strategy, distribute.is_chief(strategy)
 
         keras.utils.set_random_seed(train_cfg.seed)
-        classifier = build_classifier(dataset.num_classes, dataset.image_shape, train_cfg.width)
-        self.rng = tf.random.Generator.from_seed(train_cfg.seed)
-        self.defense = make_defense(classifier, defense_cfg, train_cfg, self.rng)
-        self.defense.build()
-        self.ema = WeightEMA(self.defense.networks, train_cfg.ema_decay, train_cfg.ema_warmup)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        trackables = {"step": self.step, "rng": self.rng, "ema_updates": self.ema.num_updates}
+        with strategy.scope():  # every variable: networks, optimizer slots, EMA shadows, step
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.noise = distribute.ReplicaNoise(train_cfg.seed, self.step)
+            classifier = build_classifier(dataset.num_classes, dataset.image_shape, train_cfg.width)
+            self.defense = make_defense(classifier, defense_cfg, train_cfg, self.noise)
+            self.defense.build()
+            self.ema = WeightEMA(self.defense.networks, train_cfg.ema_decay, train_cfg.ema_warmup)
+        trackables = {"step": self.step, "ema_updates": self.ema.num_updates}
         for name, network in self.defense.networks.items():
             trackables[name] = network
             trackables[f"ema_{name}"] = self.ema.shadows[name]
             trackables[f"optimizer_{name}"] = self.defense.optimizers[name]
         self.checkpoint = tf.train.Checkpoint(**trackables)
-        self.checkpoint_dir = run_dir / "checkpoints"
+        # A non-chief worker saves (saving may need every worker) into a folder of its own.
+        self.checkpoint_dir = run_dir / CHECKPOINTS_DIR if self.chief else \
+            run_dir / f"workertemp_{distribute.task_id(strategy)}" / CHECKPOINTS_DIR
 
         # A fixed, class-mixed test subset for the per-epoch attack (the test split may be
         # ordered by class): the same examples every epoch and in every run of this dataset.
@@ -122,13 +148,17 @@ class _Session:
         self.monitor_x = dataset.test_images[np.sort(picks)].astype(np.float32) / 255.0
         self.monitor_y = dataset.test_labels[np.sort(picks)]
 
-        self.train_step = compiled_train_step(self.defense, self.ema, self.step)
+        self.train_step = compiled_train_step(self.defense, self.ema, self.step, strategy)
         ema_classifier = self.ema.shadows["classifier"]
         self.ema_logits = tf.function(lambda x: ema_classifier(x, training=False))
-        self.ema_attack = tf.function(lambda x, y: self.defense.perturb(self.ema.shadows, x, y))
+        self.ema_attack = tf.function(self._ema_attack)
+
+    def _ema_attack(self, x, y):
+        self.noise.begin(first_draw=_MONITOR_DRAWS)  # apart from the train step's draws
+        return self.defense.perturb(self.ema.shadows, x, y)
 
     def restore(self, say) -> None:
-        latest = tf.train.latest_checkpoint(str(self.checkpoint_dir))
+        latest = tf.train.latest_checkpoint(str(self.run_dir / CHECKPOINTS_DIR))
         if latest is None:
             say(f"{self.run_dir} has no checkpoint yet: starting from step 0")
             return
@@ -143,8 +173,8 @@ class _Session:
 
     def run(self, say) -> TrainResult:
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
-                                                  max_to_keep=self.run_cfg.max_checkpoints)
-        log = RunLog(self.run_dir)
+                                                  max_to_keep=self.run_cfg.max_checkpoints if self.chief else 1)
+        log = RunLog(self.run_dir if self.chief else None)
         start_step = int(self.step.numpy())
         log.event(start_step, "start", {"resumed": start_step > 0, "total_steps": self.total_steps})
         epoch_records = []
@@ -158,6 +188,8 @@ class _Session:
             raise
         finally:
             log.close()
+            if not self.chief:
+                shutil.rmtree(self.checkpoint_dir.parent, ignore_errors=True)
         return TrainResult(self.run_dir, int(self.step.numpy()), self.total_steps, epoch_records,
                            self.train_step.experimental_get_tracing_count())
 
@@ -167,11 +199,13 @@ class _Session:
         last_save = time.monotonic()
         stop_at = run_cfg.stop_after_steps or self.total_steps
         first_epoch, skip = divmod(start_step, self.steps_per_epoch)
+        # Mid-epoch saves on a timer would differ between workers: multi-worker runs save by step.
+        every_minutes = 0 if run_cfg.strategy == "multi_worker" else run_cfg.checkpoint_every_minutes
         for epoch in range(first_epoch, cfg.epochs):
-            batches = data.train_batches(
+            batches = self._distribute(data.train_batches(
                 self.dataset.train_images, self.dataset.train_labels, batch_size=cfg.batch_size,
                 seed=cfg.seed, epoch=epoch, augment=self.augment,
-                skip_batches=skip if epoch == first_epoch else 0)
+                skip_batches=skip if epoch == first_epoch else 0))
             say(f"epoch {epoch + 1}/{cfg.epochs}")
             # A bar with ETA on a terminal; one line per epoch in a log file (Keras would redraw it).
             progress = keras.utils.Progbar(self.steps_per_epoch, verbose=1 if sys.stdout.isatty() else 2)
@@ -197,15 +231,15 @@ class _Session:
                     self._save()
                     say(f"\nstopped after step {step} as asked; run the same command to resume")
                     return records
-                if (run_cfg.checkpoint_every_minutes and not end_of_epoch
-                        and time.monotonic() - last_save > 60 * run_cfg.checkpoint_every_minutes):
+                if (every_minutes and not end_of_epoch
+                        and time.monotonic() - last_save > 60 * every_minutes):
                     self._save()
                     last_save = time.monotonic()
             record = self._end_of_epoch(log, epoch, epoch_window, time.perf_counter() - epoch_started)
             records.append(record)
             say(_epoch_line(record))
             self._save()
-            if keeps_epoch(run_cfg.keep_checkpoints, epoch + 1, cfg.epochs):
+            if self.chief and keeps_epoch(run_cfg.keep_checkpoints, epoch + 1, cfg.epochs):
                 self._keep_epoch(epoch + 1)
             last_save = time.monotonic()
             if int(self.step.numpy()) >= stop_at and int(self.step.numpy()) < self.total_steps:
@@ -229,6 +263,14 @@ class _Session:
         log.perturbation_grid(step, self.monitor_x[:_GRID_EXAMPLES], x_adv[:_GRID_EXAMPLES])
         return record
 
+    def _distribute(self, batches: tf.data.Dataset):
+        """Global batches -> one slice per replica (the default strategy takes them whole)."""
+        if self.run_cfg.strategy == "default":
+            return batches
+        options = tf.data.Options()  # each worker takes its share of every global batch
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(batches.with_options(options))
+
     def _monitor_batches(self):
         return _batches(self.monitor_x, self.monitor_y, self.train_cfg.batch_size)
 
@@ -245,6 +287,8 @@ class _Session:
         if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(f"-{step}"):
             return
         self.manager.save(checkpoint_number=step)
+        if not self.chief:
+            return
         # The averaged classifier alone, for evaluation without rebuilding the defense.
         tmp = self.run_dir / ("tmp." + EMA_WEIGHTS_FILE)
         self.ema.shadows["classifier"].save_weights(str(tmp))

@@ -15,11 +15,13 @@ import tensorflow as tf
 
 
 class RunLog:
-    """TensorBoard writer plus an append-only ``metrics.jsonl`` in the run directory."""
+    """TensorBoard writer plus an append-only ``metrics.jsonl`` in the run directory; with no
+    directory (a multi-worker run's non-chief task) it records nothing."""
 
-    def __init__(self, run_dir: Path):
-        self.writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
-        self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    def __init__(self, run_dir: Path | None):
+        self.writer = tf.summary.create_noop_writer() if run_dir is None else \
+            tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+        self._jsonl = None if run_dir is None else open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
 
     def scalars(self, step: int, values: dict, prefix: str) -> None:
         with self.writer.as_default(step=step):
@@ -28,6 +30,8 @@ class RunLog:
         self.event(step, prefix, values)
 
     def event(self, step: int, kind: str, values: dict) -> None:
+        if self._jsonl is None:
+            return
         record = {"step": int(step), "kind": kind, "time": round(time.time(), 3)}
         record.update({k: _jsonable(v) for k, v in values.items()})
         self._jsonl.write(json.dumps(record) + "\n")
@@ -39,7 +43,8 @@ class RunLog:
 
     def close(self) -> None:
         self.writer.flush()
-        self._jsonl.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
 
 
 def perturbation_grid(x, x_adv) -> np.ndarray:

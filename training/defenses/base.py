@@ -10,13 +10,20 @@ import keras
 import tensorflow as tf
 
 from attacks.projection import l2_norm
-from training.config import DefenseConfig, TrainConfig
+from training.config import SGD_MOMENTUM, DefenseConfig, TrainConfig
+from training.distribute import global_batch_mean
+
+
+def per_example_cross_entropy(labels, logits) -> tf.Tensor:
+    """Softmax cross-entropy per example, computed in float32 whatever the compute policy."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
 
 
 def cross_entropy(labels, logits) -> tf.Tensor:
-    """Mean softmax cross-entropy, computed in float32 whatever the compute policy."""
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)))
+    """Mean softmax cross-entropy over this replica's batch (for metrics; losses that are
+    differentiated use ``global_batch_mean`` of ``per_example_cross_entropy``)."""
+    return tf.reduce_mean(per_example_cross_entropy(labels, logits))
 
 
 def accuracy(labels, logits) -> tf.Tensor:
@@ -33,8 +40,11 @@ def adversarial_training_loss(clean_ce, adv_ce, adv_coeff: float) -> tf.Tensor:
 def make_optimizer(train: TrainConfig, learning_rate: float | None = None,
                    momentum: float | None = None) -> keras.optimizers.Optimizer:
     """Adam at ``train.lr`` (Table 1: 5e-4, no weight decay) unless another learning rate is given,
-    or momentum SGD when ``momentum`` is; loss-scaled under mixed precision, for every network."""
+    or momentum SGD when ``momentum`` is (or ``--optimizer sgd``: momentum 0.9); loss-scaled under
+    mixed precision, for every network."""
     learning_rate = train.lr if learning_rate is None else learning_rate
+    if momentum is None and train.optimizer == "sgd":
+        momentum = SGD_MOMENTUM
     if momentum is None:
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     else:
@@ -48,13 +58,18 @@ class Defense:
     """Adversarial training of ``classifier`` against the attack ``perturb`` defines.
 
     Subclasses set ``name`` and override ``perturb`` (and ``train_step`` if they train more than
-    the classifier). ``rng`` is the run's checkpointed random generator, for random starts.
+    the classifier). ``rng`` draws random starts and noise: a ``training.distribute.ReplicaNoise``
+    in training (the same draws under any strategy), or a ``tf.random.Generator``.
+
+    ``train_step`` runs once per replica on its slice of the global batch (``training/
+    distribute.py``): every loss that is differentiated is a ``global_batch_mean``, and metrics
+    are means over the replica's slice, which the loop averages over replicas.
     """
 
     name = "base"
 
     def __init__(self, classifier: keras.Model, cfg: DefenseConfig, train: TrainConfig,
-                 rng: tf.random.Generator):
+                 rng):
         self.classifier = classifier
         self.cfg = cfg
         self.rng = rng
@@ -97,16 +112,16 @@ class Defense:
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
             adv_logits = self.classifier(x_adv, training=True)
-            adv_ce = cross_entropy(y, adv_logits)
-            metrics = {"adv_loss": adv_ce, "adv_acc": accuracy(y, adv_logits)}
+            adv_ce = per_example_cross_entropy(y, adv_logits)
+            metrics = {"adv_loss": tf.reduce_mean(adv_ce), "adv_acc": accuracy(y, adv_logits)}
             clean_ce = tf.zeros_like(adv_ce)
             if a < 1.0:
                 clean_logits = self.classifier(x, training=True)
-                clean_ce = cross_entropy(y, clean_logits)
-                metrics.update(clean_loss=clean_ce, clean_acc=accuracy(y, clean_logits))
+                clean_ce = per_example_cross_entropy(y, clean_logits)
+                metrics.update(clean_loss=tf.reduce_mean(clean_ce), clean_acc=accuracy(y, clean_logits))
             loss = adversarial_training_loss(clean_ce, adv_ce, a)
-            scaled_loss = self.optimizer.scale_loss(loss)
+            scaled_loss = self.optimizer.scale_loss(global_batch_mean(loss))
         grads = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        metrics.update(loss=loss, delta_l2=l2_norm(x_adv - x))
+        metrics.update(loss=tf.reduce_mean(loss), delta_l2=l2_norm(x_adv - x))
         return metrics

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from training.defenses.base import Defense, accuracy, cross_entropy
+from training.defenses.base import Defense, accuracy, per_example_cross_entropy
+from training.distribute import global_batch_mean
 
 
 class CleanTraining(Defense):
@@ -16,8 +17,9 @@ class CleanTraining(Defense):
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.classifier(x, training=True)
-            loss = cross_entropy(y, logits)
-            scaled_loss = self.optimizer.scale_loss(loss)
+            per_example = per_example_cross_entropy(y, logits)
+            scaled_loss = self.optimizer.scale_loss(global_batch_mean(per_example))
         grads = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
+        loss = tf.reduce_mean(per_example)
         return {"loss": loss, "clean_loss": loss, "clean_acc": accuracy(y, logits)}

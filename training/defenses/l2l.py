@@ -45,7 +45,8 @@ import tensorflow as tf
 from attacks.projection import SQUARED_NORM_FLOOR, clip_to_box, non_batch_axes, project
 from models.attacker import build_attacker
 from training.config import NORMS
-from training.defenses.base import Defense, accuracy, cross_entropy, make_optimizer
+from training.defenses.base import Defense, accuracy, cross_entropy, make_optimizer, per_example_cross_entropy
+from training.distribute import global_batch_mean, global_max
 
 # The gradient scale's floor: a batch whose input gradient vanishes gives g = 0, not NaN.
 GRAD_MAX_FLOOR = 1e-12
@@ -60,8 +61,8 @@ def scaled_loss_gradient(classifier, x, y):
         tape.watch(x)
         logits = tf.cast(classifier(x, training=False), tf.float32)
         loss = cross_entropy(y, logits)
-    grad = tape.gradient(loss, x)
-    grad = grad / tf.maximum(tf.reduce_max(tf.abs(grad)), GRAD_MAX_FLOOR)
+    grad = tape.gradient(loss, x)  # the batch mean's 1/B cancels in the division below
+    grad = grad / tf.maximum(global_max(tf.abs(grad)), GRAD_MAX_FLOOR)  # over the global batch
     return tf.stop_gradient(grad), tf.stop_gradient(logits)
 
 
@@ -152,9 +153,9 @@ class L2LTraining(Defense):
         variables = self.attacker.trainable_variables
         with tf.GradientTape() as tape:
             x_adv, _ = self.adversarial(self.attacker, self.classifier, x, y, training=True)
-            adv_ce = cross_entropy(y, self.classifier(x_adv, training=False))
+            adv_ce = per_example_cross_entropy(y, self.classifier(x_adv, training=False))
             loss = l2l_attacker_loss(adv_ce)
-            scaled = self.attacker_optimizer.scale_loss(loss)
+            scaled = self.attacker_optimizer.scale_loss(global_batch_mean(loss))
         grads = tape.gradient(scaled, variables)
         self.attacker_optimizer.apply_gradients(zip(grads, variables))
-        return {"attacker_loss": loss}
+        return {"attacker_loss": tf.reduce_mean(loss)}

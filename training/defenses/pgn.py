@@ -30,7 +30,8 @@ import tensorflow as tf
 from attacks.projection import l2_norm
 from models.generator import GENERATOR_INPUTS, build_generator
 from training.defenses.base import (Defense, accuracy, adversarial_training_loss, cross_entropy,
-                                    make_optimizer)
+                                    make_optimizer, per_example_cross_entropy)
+from training.distribute import global_batch_mean
 
 # atanh(2x - 1) is infinite at x in {0, 1}: eq. 5 scales by this first, as the reference code.
 ATANH_SCALE = 0.999999
@@ -43,23 +44,23 @@ def tanh_box_image(x, w):
 
 
 def input_gradient(classifier, x, y, num_classes: int, kind: str = "prob"):
-    """G's gradient input, a constant: d/dx of the batch mean of F(x)_y (``prob``, the paper's
-    and the reference code's choice) or of the cross-entropy (``loss``). Returns (grad, logits)."""
+    """G's gradient input, a constant: d/dx of the (global) batch mean of F(x)_y (``prob``, the
+    paper's and the reference code's choice) or of the cross-entropy (``loss``). Returns (grad, logits)."""
     x = tf.cast(x, tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits = tf.cast(classifier(x, training=False), tf.float32)
         if kind == "prob":
-            objective = tf.reduce_mean(tf.reduce_sum(
-                tf.nn.softmax(logits) * tf.one_hot(y, num_classes), axis=-1))
+            objective = global_batch_mean(tf.reduce_sum(tf.nn.softmax(logits) * tf.one_hot(y, num_classes), axis=-1))
         else:
-            objective = cross_entropy(y, logits)
+            objective = global_batch_mean(per_example_cross_entropy(y, logits))
     return tf.stop_gradient(tape.gradient(objective, x)), tf.stop_gradient(logits)
 
 
 def pgn_generator_loss(adv_ce, delta, c_l: float):
-    """The generator's side of eq. 4, minimised: -CE(F(x_adv), y) + c_L * mean_batch ||delta||_2^2."""
-    return -adv_ce + c_l * tf.reduce_mean(tf.square(l2_norm(delta)))
+    """The generator's side of eq. 4 per example, minimised: -CE(F(x_adv), y) + c_L * ||delta||_2^2
+    (its batch mean is the loss)."""
+    return -adv_ce + c_l * tf.square(l2_norm(delta))
 
 
 class PGNTraining(Defense):
@@ -119,12 +120,12 @@ class PGNTraining(Defense):
         variables = self.generator.trainable_variables
         with tf.GradientTape() as tape:
             x_adv = self._generate(self.generator, grad, x, y, training=True)
-            adv_ce = cross_entropy(y, self.classifier(x_adv, training=False))
+            adv_ce = per_example_cross_entropy(y, self.classifier(x_adv, training=False))
             loss = pgn_generator_loss(adv_ce, x_adv - x, self.cfg.c_l)
-            scaled = self.generator_optimizer.scale_loss(loss)
+            scaled = self.generator_optimizer.scale_loss(global_batch_mean(loss))
         grads = tape.gradient(scaled, variables)
         self.generator_optimizer.apply_gradients(zip(grads, variables))
-        return {"generator_loss": loss}
+        return {"generator_loss": tf.reduce_mean(loss)}
 
     def _simultaneous_step(self, x, y, grad):
         a = self.cfg.adv_coeff
@@ -132,18 +133,18 @@ class PGNTraining(Defense):
         with tf.GradientTape() as g_tape, tf.GradientTape() as c_tape:
             x_adv = self._generate(self.generator, grad, x, y, training=True)
             adv_logits = self.classifier(x_adv, training=True)
-            adv_ce = cross_entropy(y, adv_logits)
+            adv_ce = per_example_cross_entropy(y, adv_logits)
             delta = x_adv - x
             generator_loss = pgn_generator_loss(adv_ce, delta, self.cfg.c_l)
             clean_ce = tf.zeros_like(adv_ce)
             metrics = {}
             if a < 1.0:
                 clean_logits = self.classifier(x, training=True)
-                clean_ce = cross_entropy(y, clean_logits)
-                metrics.update(clean_loss=clean_ce, clean_acc=accuracy(y, clean_logits))
+                clean_ce = per_example_cross_entropy(y, clean_logits)
+                metrics.update(clean_loss=tf.reduce_mean(clean_ce), clean_acc=accuracy(y, clean_logits))
             classifier_loss = adversarial_training_loss(clean_ce, adv_ce, a)
-            g_scaled = self.generator_optimizer.scale_loss(generator_loss)
-            c_scaled = self.optimizer.scale_loss(classifier_loss)
+            g_scaled = self.generator_optimizer.scale_loss(global_batch_mean(generator_loss))
+            c_scaled = self.optimizer.scale_loss(global_batch_mean(classifier_loss))
         # x_adv depends on theta only through the constant gradient input, so c_tape's gradient
         # is the classifier's gradient with x_adv held fixed. Both come from the weights before
         # either update.
@@ -151,6 +152,6 @@ class PGNTraining(Defense):
         c_grads = c_tape.gradient(c_scaled, c_vars)
         self.generator_optimizer.apply_gradients(zip(g_grads, g_vars))
         self.optimizer.apply_gradients(zip(c_grads, c_vars))
-        metrics.update(loss=classifier_loss, generator_loss=generator_loss, adv_loss=adv_ce,
-                       adv_acc=accuracy(y, adv_logits), delta_l2=l2_norm(delta))
+        metrics.update(loss=tf.reduce_mean(classifier_loss), generator_loss=tf.reduce_mean(generator_loss),
+                       adv_loss=tf.reduce_mean(adv_ce), adv_acc=accuracy(y, adv_logits), delta_l2=l2_norm(delta))
         return metrics

@@ -27,6 +27,7 @@ from attacks.projection import clip_eta, l2_norm, project, random_lp_vector
 from models.classifier import with_features
 from models.noise_generator import build_noise_generator
 from training.defenses.base import Defense, accuracy, cross_entropy, make_optimizer
+from training.distribute import gather_batch, global_batch_mean, replica_share
 from training.optimal_transport import sinkhorn_cost
 
 GENERATOR_MOMENTUM = 0.9  # the public code's momentum for both players
@@ -43,16 +44,20 @@ def smoothed_labels(labels, num_classes: int, smoothing: float) -> tf.Tensor:
 
 def rvs_classifier_loss(labels, adv_logits, ot_distance, *, num_classes: int, label_smoothing: float,
                         ot_weight: float) -> tf.Tensor:
-    """Section 4's classifier loss: CE(F(x_adv), smoothed y) + ot_weight * OT(f(x), f(x_adv))."""
+    """Section 4's classifier loss: CE(F(x_adv), smoothed y) + ot_weight * OT(f(x), f(x_adv)).
+
+    Per replica (``training/distribute.py``): its share of the global batch's mean CE, plus its
+    share of the OT distance, which every replica computes over the whole gathered batch."""
     targets = smoothed_labels(labels, num_classes, label_smoothing)
-    ce = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(
+    ce = global_batch_mean(tf.nn.softmax_cross_entropy_with_logits(
         labels=targets, logits=tf.cast(adv_logits, tf.float32)))
-    return ce + ot_weight * ot_distance
+    return ce + ot_weight * replica_share(ot_distance)
 
 
 def rvs_generator_loss(ot_distance) -> tf.Tensor:
-    """Section 4's generator loss, minimised: -OT(f(x), f(x_adv)) (G maximises the feature distance)."""
-    return -ot_distance
+    """Section 4's generator loss, minimised: -OT(f(x), f(x_adv)) (G maximises the feature distance);
+    per replica its share of the OT over the gathered global batch."""
+    return -replica_share(ot_distance)
 
 
 def synthesize(generator, x, z, start, norm, eps, training: bool) -> tf.Tensor:
@@ -112,16 +117,16 @@ class RvSTraining(Defense):
         """One momentum-SGD step on -OT (section 4) against the current, fixed classifier."""
         variables = self.generator.trainable_variables
         natural_features, _ = self.features(x, training=False)
-        natural_features = tf.stop_gradient(natural_features)
+        natural_features = tf.stop_gradient(gather_batch(natural_features))
         with tf.GradientTape() as tape:
             x_adv = self._synthesize(self.generator, x, training=True)
             adv_features, _ = self.features(x_adv, training=False)
-            ot_distance = sinkhorn_cost(natural_features, adv_features, OT_EPSILON, OT_ITERATIONS)
+            ot_distance = sinkhorn_cost(natural_features, gather_batch(adv_features), OT_EPSILON, OT_ITERATIONS)
             loss = rvs_generator_loss(ot_distance)
             scaled = self.generator_optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         self.generator_optimizer.apply_gradients(zip(grads, variables))
-        return {"generator_loss": loss}
+        return {"generator_loss": -ot_distance}
 
     def classifier_step(self, x, y):
         """One step on CE(F(x_adv), smoothed y) + ot_weight * OT (section 4), x_adv held constant
@@ -131,12 +136,15 @@ class RvSTraining(Defense):
         with tf.GradientTape() as tape:
             natural_features, _ = self.features(x, training=True)
             adv_features, adv_logits = self.features(x_adv, training=True)
-            ot_distance = sinkhorn_cost(natural_features, adv_features, OT_EPSILON, OT_ITERATIONS)
+            ot_distance = sinkhorn_cost(gather_batch(natural_features), gather_batch(adv_features),
+                                        OT_EPSILON, OT_ITERATIONS)
             loss = rvs_classifier_loss(y, adv_logits, ot_distance, num_classes=self.num_classes,
                                        label_smoothing=self.cfg.label_smoothing,
                                        ot_weight=self.cfg.ot_weight)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        return {"loss": loss, "adv_loss": cross_entropy(y, adv_logits), "adv_acc": accuracy(y, adv_logits),
-                "ot_loss": ot_distance, "delta_l2": l2_norm(x_adv - x)}
+        smoothed_ce = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(
+            labels=smoothed_labels(y, self.num_classes, self.cfg.label_smoothing), logits=tf.cast(adv_logits, tf.float32)))
+        return {"loss": smoothed_ce + self.cfg.ot_weight * ot_distance, "adv_loss": cross_entropy(y, adv_logits),
+                "adv_acc": accuracy(y, adv_logits), "ot_loss": ot_distance, "delta_l2": l2_norm(x_adv - x)}
