@@ -93,6 +93,8 @@ flags.DEFINE_list("seeds", None, "sweep: seeds, one run per value and seed (defa
 flags.DEFINE_string("match_benign", "lowest", "report: benign accuracy at which defenses are compared: a "
                     "number, clean (the clean runs' accuracy), lowest (the least accurate table run's final "
                     "accuracy) or none (final weights).")
+flags.DEFINE_integer("curve_test_limit", 0, "report: CW-L2 for the curves on a fixed random subset of this many "
+                     "test images (0: all of --test_limit's).")
 flags.DEFINE_float("match_tolerance", 0.01, "report: a matched checkpoint further than this from the target is "
                    "reported as unmatched.")
 # Evaluation (--mode eval): the paper's Table 1 attack settings by default
@@ -283,7 +285,7 @@ def _used_flags() -> dict:
 def _report():
     from eval.study import build_report
     try:
-        build_report(FLAGS.root, _eval_config(), FLAGS.match_benign, FLAGS.match_tolerance)
+        build_report(FLAGS.root, _eval_config(), FLAGS.match_benign, FLAGS.match_tolerance, FLAGS.curve_test_limit)
     except ValueError as err:
         _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
 

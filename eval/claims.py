@@ -195,7 +195,9 @@ def markdown(report: dict) -> str:
         "(large-budget PGD reaches ~0 accuracy, MIM at least as strong as FGM, minimum-norm attacks succeed, "
         "non-zero input gradients)."]
     lines += ["", "## Robustness curves", ""] + [f"![{Path(x).stem}]({Path(x).name})" for x in report["plots"]]
-    lines += ["", "Figure 5 points (final weights; mean over seeds where there are several):", "",
+    lines += ["", f"Figure 5 points: final weights; benign accuracy as training recorded it on the "
+              f"{p['test_images']} test images, rho_cw on {p['curve_test_images']} of them (a fixed random "
+              f"subset); mean ± std over seeds where there are several.", "",
               "| defense | value | n | benign acc | rho_cw (all) | rho_cw (correct) |", "|---|---|---|---|---|---|"]
     correct = curve_by_defense(report["curve_points"], "correct")
     for defense, points in curve_by_defense(report["curve_points"], "all").items():

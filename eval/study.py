@@ -73,7 +73,9 @@ class StudyRun:
 
 
 def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", tolerance: float = 0.01,
-                 say=print) -> dict:
+                 curve_test_limit: int = 0, say=print) -> dict:
+    """``curve_test_limit``: CW-L2 for the curves on a fixed random subset of this many of the test
+    images (0: all of them); the curves' benign accuracy is the one training recorded on all."""
     if not root:
         raise ValueError("--mode report needs --root DIR, the directory of a sweep's runs")
     target_spec = parse_target(match_benign)
@@ -111,23 +113,32 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
 
     # 2. Curves: CW on every run's final weights; FGM-AT's epochs for Figure 2.
     cw_cfg = dataclasses.replace(cfg, attacks=("cw",))
+    if curve_test_limit < 0:
+        raise ValueError(f"--curve_test_limit must be >= 0, got {curve_test_limit}")
+    picks = np.arange(len(y_test)) if not curve_test_limit or curve_test_limit >= len(y_test) else \
+        np.sort(np.random.default_rng(0).permutation(len(y_test))[:curve_test_limit])
+
+    def curve_cw(run: TrainedRun) -> dict:
+        return summarize(outcome("cw", LoadedRun(run, x_test[picks], y_test[picks], dataset.name, cfg.test_limit),
+                                 cw_cfg))
+
     points = []
     for member in (m for members in groups.values() for m in members):
-        summary = summarize(outcome("cw", loaded(member.run), cw_cfg))
         points.append({"defense": member.defense, "swept": member.swept, "value": member.value,
-                       "seed": member.seed, "run": member.run.name, "benign_accuracy": summary["benign_accuracy"],
-                       "cw": summary})
+                       "seed": member.seed, "run": member.run.name,
+                       "benign_accuracy": member.accuracies[max(member.accuracies)], "cw": curve_cw(member.run)})
     over_epochs = []
     fgm_runs = table_runs.get("fgm")
     if fgm_runs:
         first = min(fgm_runs, key=lambda r: r.seed)
         for epoch in first.kept:
-            summary = summarize(outcome("cw", loaded(load_run(first.run.run_dir, epoch)), cw_cfg))
-            over_epochs.append({"epoch": epoch, "benign_accuracy": summary["benign_accuracy"], "cw": summary})
+            over_epochs.append({"epoch": epoch, "benign_accuracy": first.accuracies[epoch],
+                                "cw": curve_cw(load_run(first.run.run_dir, epoch))})
 
     out_dir = Path(root) / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
+    protocol["curve_test_images"] = int(len(picks))
     report = {"protocol": protocol, "table": table, "curve_points": points,
               "fgm_over_epochs": {"run": first.run.name if fgm_runs else None, "points": over_epochs},
               "unfinished": [str(p) for p in unfinished]}

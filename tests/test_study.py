@@ -113,6 +113,8 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
             assert abs(row["match"]["difference"]) == pytest.approx(best)
             assert row["benign_accuracy"] == pytest.approx(row["match"]["recorded_accuracy"])  # same weights, same images
     assert len(report["curve_points"]) == 6 and len(report["fgm_over_epochs"]["points"]) == 2
+    for point in report["curve_points"]:  # the curves' benign accuracy is the one training recorded
+        assert point["benign_accuracy"] == epoch_accuracies(study_root / point["run"])[2]
     for heading in ("## Protocol", "## Table 2 at matched benign accuracy", "| FGM-AT eps=0.5 | 2 |", "| clean | 2 |",
                     "## The paper's claims", "figure5_robustness_curve.png", "figure2_fgm.png"):
         assert heading in markdown
@@ -128,7 +130,10 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
 
 
 def test_a_target_no_run_reaches_is_reported_unmatched(study_root):
-    report = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "0.999", 0.01, **QUIET)
+    report = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "0.999", 0.01,
+                                curve_test_limit=12, **QUIET)
+    assert report["protocol"]["curve_test_images"] == 12
+    assert all(p["cw"]["n"] == 12 for p in report["curve_points"])
     assert not any(r["match"]["within_tolerance"] for e in report["table"].values() for r in e["rows"])
     assert "**unmatched**" in (study_root / study.REPORT_DIR / "report.md").read_text()
 
