@@ -71,7 +71,7 @@ def _figure2(report: dict, fgm_points: list[dict], path: Path) -> str:
 
 def _title(report: dict, what: str) -> str:
     protocol = report["protocol"]
-    return (f"{what}: {protocol['dataset']}; benign accuracy on {protocol['test_images']} test images, "
+    return (f"{what}\n{protocol['dataset']}; benign accuracy on {protocol['test_images']} test images, "
             f"rho_cw on {protocol.get('curve_test_images', protocol['test_images'])}")
 
 
