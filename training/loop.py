@@ -34,8 +34,8 @@ EMA_WEIGHTS_FILE = "ema_classifier.weights.h5"
 CHECKPOINTS_DIR = "checkpoints"
 EPOCHS_DIR = "epochs"  # <run_dir>/epochs/epoch-NNN.weights.h5: kept EMA classifiers (--keep_checkpoints)
 _GRID_EXAMPLES = 8
-_MONITOR_DRAWS = 512
-PER_EXAMPLE_METRICS = ("delta_l2",)  # gathered over replicas (for the median); the rest averaged  # the per-epoch attack numbers its random draws from here
+_MONITOR_DRAWS = 512  # the per-epoch attack numbers its random draws from here
+PER_EXAMPLE_METRICS = ("delta_l2",)  # gathered over replicas (for the median); the rest averaged
 
 
 class TrainingError(RuntimeError):
