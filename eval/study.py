@@ -31,7 +31,7 @@ import numpy as np
 
 import data
 from eval import claims, curves
-from eval.config import MIN_NORM_ATTACKS, EvalConfig
+from eval.config import DEFAULT_ATTACKS, EvalConfig
 from eval.evaluate import evaluate_target
 from eval.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
 from eval.metrics import summarize
@@ -42,7 +42,7 @@ from training.rundir import CONFIG_FILE, RunDirError, git_state, package_version
 from training.sweep import is_finished
 
 REPORT_DIR = "report"
-TABLE_ATTACKS = ("fgm", "mim", "deepfool", "cw")
+TABLE_ATTACKS = DEFAULT_ATTACKS  # the paper's Table 2 columns
 # Settings that differ between runs of one sweep without being what it swept.
 _NOT_SWEPT = ("train.seed", "train.epochs")
 
