@@ -155,3 +155,14 @@ def test_mixed_precision_trains_with_a_loss_scale_optimizer(tiny_folder, tmp_pat
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
     losses = [r["loss"] for r in _records(tmp_path / "run", "train")]
     assert all(np.isfinite(losses))
+
+
+def test_a_run_made_before_a_setting_existed_resumes_at_that_settings_default(tmp_path):
+    cfgs = dict(data=data.DataConfig(dataset="folder:x"), train=TrainConfig(), defense=DefenseConfig(defense="pgd"))
+    settings, defaults = rundir.flatten_settings(**cfgs), rundir.setting_defaults(**cfgs)
+    older = {key: value for key, value in settings.items() if key != "train.optimizer"}
+    rundir.create_run_dir(tmp_path / "run", {"settings": older}, overwrite=False)
+    assert rundir.check_run_dir(tmp_path / "run", settings, overwrite=False, defaults=defaults)
+    sgd = dict(settings, **{"train.optimizer": "sgd"})
+    with pytest.raises(rundir.RunDirError, match="train.optimizer None -> 'sgd'"):
+        rundir.check_run_dir(tmp_path / "run", sgd, overwrite=False, defaults=defaults)

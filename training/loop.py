@@ -70,7 +70,8 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     distribute.check_batch_split(train_cfg.batch_size, strategy)
     chief = distribute.is_chief(strategy)
     if chief:
-        resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite)
+        resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite, rundir.setting_defaults(
+            data=data_cfg, train=train_cfg, defense=defense_cfg))
     else:  # the chief checks and creates the run directory; the others resume what it saved
         resuming = (run_dir / CHECKPOINTS_DIR).exists()
     dataset = data.load_dataset(data_cfg)

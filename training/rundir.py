@@ -43,11 +43,21 @@ def flatten_settings(**groups) -> dict:
     return flat
 
 
-def check_run_dir(run_dir: Path, settings: dict, overwrite: bool) -> bool:
+def setting_defaults(**groups) -> dict:
+    """The defaults of ``flatten_settings``' keys, for the settings that have one."""
+    return {f"{group}.{field.name}": field.default
+            for group, cfg in groups.items() for field in dataclasses.fields(cfg)
+            if field.default is not dataclasses.MISSING}
+
+
+def check_run_dir(run_dir: Path, settings: dict, overwrite: bool, defaults: dict | None = None) -> bool:
     """Returns True when ``run_dir`` holds this run (resume), False when it is new or replaced.
 
-    Reads only: nothing is written until the caller knows the whole run can start.
+    A setting that the stored run does not record was added to the code after the run was made;
+    a new setting's default keeps the old behaviour, so that setting at its default is no
+    difference. Reads only: nothing is written until the caller knows the whole run can start.
     """
+    defaults = defaults or {}
     config_path = run_dir / CONFIG_FILE
     if not run_dir.exists() or overwrite:
         return False
@@ -65,6 +75,7 @@ def check_run_dir(run_dir: Path, settings: dict, overwrite: bool) -> bool:
         f"{key} {stored.get(key)!r} -> {settings.get(key)!r}"
         for key in sorted(set(stored) | set(settings))
         if key not in RESUMABLE_CHANGES and stored.get(key) != settings.get(key)
+        and not (key not in stored and key in defaults and settings.get(key) == defaults[key])
     ]
     if differences:
         shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
