@@ -42,16 +42,18 @@ def smoothed_labels(labels, num_classes: int, smoothing: float) -> tf.Tensor:
     return (1.0 - smoothing) * one_hot + smoothing / (num_classes - 1) * (1.0 - one_hot)
 
 
-def rvs_classifier_loss(labels, adv_logits, ot_distance, *, num_classes: int, label_smoothing: float,
-                        ot_weight: float) -> tf.Tensor:
+def smoothed_cross_entropy(labels, logits, *, num_classes: int, label_smoothing: float) -> tf.Tensor:
+    """Per-example CE(F(x_adv), smoothed y), in float32 under mixed precision."""
+    return tf.nn.softmax_cross_entropy_with_logits(
+        labels=smoothed_labels(labels, num_classes, label_smoothing), logits=tf.cast(logits, tf.float32))
+
+
+def rvs_classifier_loss(smoothed_ce, ot_distance, *, ot_weight: float) -> tf.Tensor:
     """Section 4's classifier loss: CE(F(x_adv), smoothed y) + ot_weight * OT(f(x), f(x_adv)).
 
     Per replica (``training/distribute.py``): its share of the global batch's mean CE, plus its
     share of the OT distance, which every replica computes over the whole gathered batch."""
-    targets = smoothed_labels(labels, num_classes, label_smoothing)
-    ce = global_batch_mean(tf.nn.softmax_cross_entropy_with_logits(
-        labels=targets, logits=tf.cast(adv_logits, tf.float32)))
-    return ce + ot_weight * replica_share(ot_distance)
+    return global_batch_mean(smoothed_ce) + ot_weight * replica_share(ot_distance)
 
 
 def rvs_generator_loss(ot_distance) -> tf.Tensor:
@@ -138,13 +140,11 @@ class RvSTraining(Defense):
             adv_features, adv_logits = self.features(x_adv, training=True)
             ot_distance = sinkhorn_cost(gather_batch(natural_features), gather_batch(adv_features),
                                         OT_EPSILON, OT_ITERATIONS)
-            loss = rvs_classifier_loss(y, adv_logits, ot_distance, num_classes=self.num_classes,
-                                       label_smoothing=self.cfg.label_smoothing,
-                                       ot_weight=self.cfg.ot_weight)
+            smoothed_ce = smoothed_cross_entropy(y, adv_logits, num_classes=self.num_classes,
+                                                 label_smoothing=self.cfg.label_smoothing)
+            loss = rvs_classifier_loss(smoothed_ce, ot_distance, ot_weight=self.cfg.ot_weight)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        smoothed_ce = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(
-            labels=smoothed_labels(y, self.num_classes, self.cfg.label_smoothing), logits=tf.cast(adv_logits, tf.float32)))
-        return {"loss": smoothed_ce + self.cfg.ot_weight * ot_distance, "adv_loss": cross_entropy(y, adv_logits),
+        return {"loss": tf.reduce_mean(smoothed_ce) + self.cfg.ot_weight * ot_distance, "adv_loss": cross_entropy(y, adv_logits),
                 "adv_acc": accuracy(y, adv_logits), "ot_loss": ot_distance, "delta_l2": l2_norm(x_adv - x)}
