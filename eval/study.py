@@ -38,10 +38,13 @@ from eval.metrics import summarize
 from eval.runs import TrainedRun, load_run
 from eval.study_tables import DEFENSE_TITLES
 from eval.suite import LoadedRun, outcome
-from training.rundir import CONFIG_FILE, RunDirError, git_state, package_versions, write_json_atomic
+from training.rundir import CONFIG_FILE, RunDirError, git_state, move_aside, package_versions, write_json_atomic
 from training.sweep import is_finished
 
 REPORT_DIR = "report"
+# What a report was asked for and made from; a report that differs in any of these is kept aside.
+REPORT_INPUTS = ("sweeps", "test_images", "match_benign", "target", "tolerance", "attack_settings",
+                 "curve_test_images")
 TABLE_ATTACKS = DEFAULT_ATTACKS  # the paper's Table 2 columns
 # Settings that differ between runs of one sweep without being what it swept.
 _NOT_SWEPT = ("train.seed", "train.epochs")
@@ -136,9 +139,12 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
                                 "cw": curve_cw(load_run(first.run.run_dir, epoch))})
 
     out_dir = Path(root) / REPORT_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
     protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
     protocol["curve_test_images"] = int(len(picks))
+    moved_to = _set_aside_if_different(out_dir, protocol)
+    if moved_to:
+        say(f"the previous report was made from other runs or settings: moved it to {moved_to}")
+    out_dir.mkdir(parents=True, exist_ok=True)
     report = {"protocol": protocol, "table": table, "curve_points": points,
               "fgm_over_epochs": {"run": first.run.name if fgm_runs else None, "points": over_epochs},
               "unfinished": [str(p) for p in unfinished]}
@@ -215,6 +221,18 @@ def resolve_target(spec, table_runs: dict[str, list[StudyRun]]) -> float | None:
 def _match_dict(match: Match) -> dict:
     return {"epoch": match.epoch, "recorded_accuracy": match.accuracy, "target": match.target,
             "difference": match.difference, "within_tolerance": match.within_tolerance}
+
+
+def _set_aside_if_different(out_dir: Path, protocol: dict) -> Path | None:
+    """Moves an earlier report aside unless it was made from the same runs and settings, in which
+    case rewriting it reproduces it from the cached attacks."""
+    try:
+        previous = json.loads((out_dir / "report.json").read_text())["protocol"]
+    except (OSError, ValueError, KeyError):
+        return move_aside(out_dir) if out_dir.exists() and any(out_dir.iterdir()) else None
+    same = json.loads(json.dumps({k: protocol.get(k) for k in REPORT_INPUTS})) == \
+        {k: previous.get(k) for k in REPORT_INPUTS}
+    return None if same else move_aside(out_dir)
 
 
 def _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance) -> dict:

@@ -127,6 +127,7 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     monkeypatch.setattr(suite, "craft", no_crafting)
     again = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
     assert again["table"]["fgm"]["rows"][0]["attacks"] == fgm["rows"][0]["attacks"]
+    assert not list(study_root.glob(f"{study.REPORT_DIR}.replaced-*"))  # same inputs: rewritten in place
 
 
 def test_a_target_no_run_reaches_is_reported_unmatched(study_root):
@@ -135,7 +136,12 @@ def test_a_target_no_run_reaches_is_reported_unmatched(study_root):
     assert report["protocol"]["curve_test_images"] == 12
     assert all(p["cw"]["n"] == 12 for p in report["curve_points"])
     assert not any(r["match"]["within_tolerance"] for e in report["table"].values() for r in e["rows"])
-    assert "**unmatched**" in (study_root / study.REPORT_DIR / "report.md").read_text()
+    unmatched = (study_root / study.REPORT_DIR / "report.md").read_text()
+    assert "**unmatched**" in unmatched
+
+    study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, curve_test_limit=12, **QUIET)
+    kept = [p / "report.md" for p in study_root.glob(f"{study.REPORT_DIR}.replaced-*")]
+    assert unmatched in [p.read_text() for p in kept]  # another target: the old report is moved aside
 
 
 def test_sweep_and_report_command_line_errors(tmp_path):

@@ -89,12 +89,21 @@ def create_run_dir(run_dir: Path, record: dict, overwrite: bool) -> Path | None:
 
     Returns where the old directory went, if anywhere.
     """
-    moved_to = None
-    if overwrite and run_dir.exists():
-        moved_to = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(moved_to)
+    moved_to = move_aside(run_dir) if overwrite and run_dir.exists() else None
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / CONFIG_FILE, record)
+    return moved_to
+
+
+def move_aside(path: Path) -> Path:
+    """Renames ``path`` to ``<name>.replaced-<time>`` beside it (never deletes); returns the new path."""
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    moved_to = path.with_name(f"{path.name}.replaced-{stamp}")
+    for n in range(2, 1000):
+        if not moved_to.exists():
+            break
+        moved_to = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
+    path.rename(moved_to)
     return moved_to
 
 
