@@ -11,8 +11,8 @@ import keras
 
 import data
 from models import build_classifier
-from training.loop import EMA_WEIGHTS_FILE, EPOCHS_DIR, epoch_weights_name
-from training.rundir import CONFIG_FILE, RunDirError
+from training.loop import EMA_WEIGHTS_FILE, EPOCHS_DIR, epoch_weights_name, setting_defaults
+from training.rundir import CONFIG_FILE, RunDirError, with_defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +27,8 @@ class TrainedRun:
 
     @property
     def settings(self) -> dict:
-        return self.config["settings"]
+        """As recorded, with today's defaults for the settings the run predates."""
+        return with_defaults(self.config["settings"], setting_defaults())
 
     @property
     def defense(self) -> str:

@@ -163,6 +163,8 @@ def test_a_run_made_before_a_setting_existed_resumes_at_that_settings_default(tm
     older = {key: value for key, value in settings.items() if key != "train.optimizer"}
     rundir.create_run_dir(tmp_path / "run", {"settings": older}, overwrite=False)
     assert rundir.check_run_dir(tmp_path / "run", settings, overwrite=False, defaults=defaults)
+    from eval.runs import TrainedRun  # evaluation, reports and sweeps see the default too
+    assert TrainedRun(tmp_path / "run", {"settings": older}).settings == settings
     sgd = dict(settings, **{"train.optimizer": "sgd"})
-    with pytest.raises(rundir.RunDirError, match="train.optimizer None -> 'sgd'"):
+    with pytest.raises(rundir.RunDirError, match="train.optimizer 'adam' -> 'sgd'"):
         rundir.check_run_dir(tmp_path / "run", sgd, overwrite=False, defaults=defaults)

@@ -55,6 +55,11 @@ class TrainResult:
         return self.step >= self.total_steps
 
 
+def setting_defaults() -> dict:
+    """Every setting's current default, keyed as config.json records settings ("train.lr", ...)."""
+    return rundir.setting_defaults(data=data.DataConfig, train=TrainConfig, defense=DefenseConfig)
+
+
 def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: DefenseConfig,
           run_cfg: RunConfig, flags: dict | None = None, say=print) -> TrainResult:
     """Trains (or resumes) one run; raises ValueError subclasses for bad input before writing."""
@@ -70,8 +75,7 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     distribute.check_batch_split(train_cfg.batch_size, strategy)
     chief = distribute.is_chief(strategy)
     if chief:
-        resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite, rundir.setting_defaults(
-            data=data_cfg, train=train_cfg, defense=defense_cfg))
+        resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite, setting_defaults())
     else:  # the chief checks and creates the run directory; the others resume what it saved
         resuming = (run_dir / CHECKPOINTS_DIR).exists()
     dataset = data.load_dataset(data_cfg)

@@ -44,20 +44,27 @@ def flatten_settings(**groups) -> dict:
 
 
 def setting_defaults(**groups) -> dict:
-    """The defaults of ``flatten_settings``' keys, for the settings that have one."""
+    """The defaults of ``flatten_settings``' keys, for the settings that have one (config classes
+    or instances)."""
     return {f"{group}.{field.name}": field.default
             for group, cfg in groups.items() for field in dataclasses.fields(cfg)
             if field.default is not dataclasses.MISSING}
 
 
+def with_defaults(stored: dict, defaults: dict) -> dict:
+    """A run's recorded settings, plus the current default of each setting it does not record.
+
+    Such a setting was added to the code after the run was made, and a new setting's default keeps
+    the old behaviour, so the default is what the run used."""
+    return {**defaults, **stored}
+
+
 def check_run_dir(run_dir: Path, settings: dict, overwrite: bool, defaults: dict | None = None) -> bool:
     """Returns True when ``run_dir`` holds this run (resume), False when it is new or replaced.
 
-    A setting that the stored run does not record was added to the code after the run was made;
-    a new setting's default keeps the old behaviour, so that setting at its default is no
-    difference. Reads only: nothing is written until the caller knows the whole run can start.
+    ``defaults`` fill in the settings a run predates (``with_defaults``). Reads only: nothing is
+    written until the caller knows the whole run can start.
     """
-    defaults = defaults or {}
     config_path = run_dir / CONFIG_FILE
     if not run_dir.exists() or overwrite:
         return False
@@ -67,7 +74,7 @@ def check_run_dir(run_dir: Path, settings: dict, overwrite: bool, defaults: dict
                               f"choose another --run_dir, or --overwrite to move it aside")
         return False
     try:
-        stored = json.loads(config_path.read_text())["settings"]
+        stored = with_defaults(json.loads(config_path.read_text())["settings"], defaults or {})
     except (OSError, ValueError, KeyError) as err:
         raise RunDirError(f"{config_path} is unreadable ({type(err).__name__}): "
                           f"choose another --run_dir, or --overwrite to move it aside") from None
@@ -75,7 +82,6 @@ def check_run_dir(run_dir: Path, settings: dict, overwrite: bool, defaults: dict
         f"{key} {stored.get(key)!r} -> {settings.get(key)!r}"
         for key in sorted(set(stored) | set(settings))
         if key not in RESUMABLE_CHANGES and stored.get(key) != settings.get(key)
-        and not (key not in stored and key in defaults and settings.get(key) == defaults[key])
     ]
     if differences:
         shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
