@@ -238,6 +238,10 @@ def _train():
     from training.loop import train
 
     result = _training(lambda: train(*_configs(), flags=_used_flags()))
+    if result.step > result.total_steps:
+        print(f"nothing to train: {result.run_dir} is already at step {result.step}, past the "
+              f"{result.total_steps} steps that --epochs asks for")
+        return
     state = "finished" if result.finished else "stopped"
     print(f"{state} at step {result.step}/{result.total_steps}; run directory {result.run_dir}")
 

@@ -54,12 +54,14 @@ def test_offline_cifar10_without_a_copy_fails_fast_naming_both_fixes(tmp_path):
 def test_a_run_dir_with_other_settings_and_a_corrupt_checkpoint_are_refused(tiny_folder, tmp_path):
     common = ["--dataset", f"folder:{tiny_folder}", "--data_dir", str(tmp_path / "tfds"), "--preset", "smoke",
               "--batch_size", "32", "--train_limit", "0", "--test_limit", "0", "--run_dir", str(tmp_path / "run")]
-    assert run_py(*common, "--defense", "none").returncode == 0
+    assert run_py(*common, "--defense", "none", "--epochs", "2").returncode == 0
     listing = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    shorter = run_py(*common, "--defense", "none", "--epochs", "1")
+    assert shorter.returncode == 0 and "nothing to train" in shorter.stdout and "past the 3 steps" in shorter.stdout
     assert_one_line_error(run_py(*common, "--defense", "fgm"), "different settings", "defense.defense")
     for shard in (tmp_path / "run" / "checkpoints").glob("*.index"):
         shard.write_bytes(b"garbage")
-    assert_one_line_error(run_py(*common, "--defense", "none", "--epochs", "2"), "unreadable")
+    assert_one_line_error(run_py(*common, "--defense", "none", "--epochs", "3"), "unreadable")
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == listing
 
 

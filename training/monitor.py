@@ -19,9 +19,16 @@ class RunLog:
     directory (a multi-worker run's non-chief task) it records nothing."""
 
     def __init__(self, run_dir: Path | None):
-        self.writer = tf.summary.create_noop_writer() if run_dir is None else \
-            tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+        self._run_dir = run_dir
+        self._writer = None  # opened at the first summary: a process that trains nothing adds no event file
         self._jsonl = None if run_dir is None else open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_noop_writer() if self._run_dir is None else \
+                tf.summary.create_file_writer(str(self._run_dir / "tensorboard"))
+        return self._writer
 
     def scalars(self, step: int, values: dict, prefix: str) -> None:
         with self.writer.as_default(step=step):
@@ -42,7 +49,8 @@ class RunLog:
             tf.summary.image(name, perturbation_grid(x, x_adv)[None], max_outputs=1)
 
     def close(self) -> None:
-        self.writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
         if self._jsonl is not None:
             self._jsonl.close()
 
