@@ -197,8 +197,12 @@ def markdown(report: dict) -> str:
     lines += ["", "## Robustness curves", ""] + [f"![{Path(x).stem}]({Path(x).name})" for x in report["plots"]]
     lines += ["", f"Figure 5 points: final weights; benign accuracy as training recorded it on the "
               f"{p['test_images']} test images, rho_cw on {p['curve_test_images']} of them (a fixed random "
-              f"subset); mean ± std over seeds where there are several.", "",
-              "| defense | value | n | benign acc | rho_cw (all) | rho_cw (correct) |", "|---|---|---|---|---|---|"]
+              f"subset); mean ± std over seeds where there are several. *Training attack*: the mean L2 of "
+              f"the perturbations the classifier trained against at the end, and the final classifier's "
+              f"accuracy under them on the {p.get('monitor_images', 'monitor')} monitor images (training's "
+              f"log, mean over seeds).", "",
+              "| defense | value | n | benign acc | rho_cw (all) | rho_cw (correct) | training attack L2 | acc under it |",
+              "|---|---|---|---|---|---|---|---|"]
     correct = curve_by_defense(report["curve_points"], "correct")
     for defense, points in curve_by_defense(report["curve_points"], "all").items():
         by_value = {_key(q["value"]): q for q in correct[defense]}
@@ -206,7 +210,8 @@ def markdown(report: dict) -> str:
             c = by_value[_key(q["value"])]
             lines.append(f"| {_title(defense)} | {'-' if q['value'] is None else format(q['value'], 'g')} | {q['n']} | "
                          f"{_pm((q['benign_mean'], q['benign_std']))} | {_pm((q['rho_mean'], q['rho_std']))} | "
-                         f"{_pm((c['rho_mean'], c['rho_std']))} |")
+                         f"{_pm((c['rho_mean'], c['rho_std']))} | {_num(q.get('attack_l2_mean'))} | "
+                         f"{_num(q.get('attack_acc_mean'))} |")
     lines += ["", "## The paper's claims against these numbers", "",
               "Rule: a difference is *supported* when it has the paper's sign and exceeds two standard errors "
               "over seeds, *contradicted* when it exceeds them the other way, *inconclusive* otherwise.", ""]
@@ -219,6 +224,10 @@ def markdown(report: dict) -> str:
 
 def _key(value) -> str:
     return repr(value)
+
+
+def _num(value, digits: int = 3) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _pm(pair: tuple, digits: int = 3) -> str:

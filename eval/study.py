@@ -129,7 +129,8 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     for member in (m for members in groups.values() for m in members):
         points.append({"defense": member.defense, "swept": member.swept, "value": member.value,
                        "seed": member.seed, "run": member.run.name,
-                       "benign_accuracy": member.accuracies[max(member.accuracies)], "cw": curve_cw(member.run)})
+                       "benign_accuracy": member.accuracies[max(member.accuracies)], "cw": curve_cw(member.run),
+                       "training_attack": _training_attack(member.run.run_dir)})
     over_epochs = []
     fgm_runs = table_runs.get("fgm")
     if fgm_runs:
@@ -223,6 +224,17 @@ def _match_dict(match: Match) -> dict:
             "difference": match.difference, "within_tolerance": match.within_tolerance}
 
 
+def _training_attack(run_dir: Path) -> dict | None:
+    """How strong the attack the classifier trained against was at the end: its mean L2 and the
+    final EMA classifier's accuracy under it on the monitor images (training's last epoch record);
+    None for clean training."""
+    last = epoch_records(run_dir)
+    last = last[max(last)] if last else {}
+    if not last.get("monitor_delta_l2_mean"):
+        return None
+    return {"delta_l2": float(last["monitor_delta_l2_mean"]), "accuracy": float(last["monitor_adv_acc"])}
+
+
 def _set_aside_if_different(out_dir: Path, protocol: dict) -> Path | None:
     """Moves an earlier report aside unless it was made from the same runs and settings, in which
     case rewriting it reproduces it from the cached attacks."""
@@ -245,6 +257,7 @@ def _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance) -> dic
         "train_images": first.config["dataset"].get("train_size"), "test_images": int(len(dataset.test_labels)),
         "width": settings["train.width"], "epochs": settings["train.epochs"], "batch_size": settings["train.batch_size"],
         "lr": settings["train.lr"], "augment": settings["data.augment"],
+        "monitor_images": first.config.get("flags", {}).get("monitor_size"),
         "sweeps": {d: {"setting": ms[0].swept, "values": sorted({m.value for m in ms}, key=lambda v: (v is None, v)),
                        "seeds": sorted({m.seed for m in ms})} for d, ms in groups.items()},
         "match_benign": target_spec if isinstance(target_spec, str) or target_spec is None else float(target_spec),

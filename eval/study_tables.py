@@ -61,8 +61,11 @@ def curve_by_defense(points: list[dict], which: str = "all") -> dict[str, list[d
         for value, members in by_value.items():
             benign = mean_std(m["benign_accuracy"] for m in members)
             rho = mean_std(m["cw"][f"mean_l2_{which}"] for m in members)
+            attacks = [m.get("training_attack") or {} for m in members]
             rows.append({"value": value, "n": len(members), "benign_mean": benign[0], "benign_std": benign[1],
-                         "rho_mean": rho[0], "rho_std": rho[1]})
+                         "rho_mean": rho[0], "rho_std": rho[1],
+                         "attack_l2_mean": mean_std(a.get("delta_l2") for a in attacks)[0],
+                         "attack_acc_mean": mean_std(a.get("accuracy") for a in attacks)[0]})
         curves[defense] = sorted(rows, key=lambda r: r["benign_mean"])
     return curves
 

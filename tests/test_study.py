@@ -115,8 +115,10 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     assert len(report["curve_points"]) == 6 and len(report["fgm_over_epochs"]["points"]) == 2
     for point in report["curve_points"]:  # the curves' benign accuracy is the one training recorded
         assert point["benign_accuracy"] == epoch_accuracies(study_root / point["run"])[2]
+        attack = point["training_attack"]  # FGM's L2 step is eps, less where [0, 1] clips it
+        assert attack is None if point["defense"] == "none" else 0.5 * point["value"] < attack["delta_l2"] <= point["value"] + 1e-5
     for heading in ("## Protocol", "## Table 2 at matched benign accuracy", "| FGM-AT eps=0.5 | 2 |", "| clean | 2 |",
-                    "## The paper's claims", "figure5_robustness_curve.png", "figure2_fgm.png"):
+                    "## The paper's claims", "figure5_robustness_curve.png", "figure2_fgm.png", "| acc under it |"):
         assert heading in markdown
     for plot in report["plots"]:
         assert Path(plot).stat().st_size > 10_000
