@@ -48,7 +48,8 @@ def _figure2(report: dict, fgm_points: list[dict], path: Path) -> str:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for p in fgm_points:
         left.scatter(p["cw"]["mean_l2_all"], p["benign_accuracy"], color="C1", marker="s")
-        left.annotate(f"eps {p['value']:g}, seed {p['seed']}", (p["cw"]["mean_l2_all"], p["benign_accuracy"]),
+        label = f"seed {p['seed']}" if p["value"] is None else f"eps {p['value']:g}, seed {p['seed']}"
+        left.annotate(label, (p["cw"]["mean_l2_all"], p["benign_accuracy"]),
                       fontsize=6, textcoords="offset points", xytext=(3, 3))
     left.set_xlabel("CW-L2 mean norm (rho_cw, all)")
     left.set_ylabel("benign accuracy")

@@ -152,3 +152,21 @@ def test_sweep_and_report_command_line_errors(tmp_path):
     assert_one_line_error(run_py("--mode", "report", "--root", str(tmp_path / "nowhere")), "not a directory")
     assert_one_line_error(run_py("--mode", "report", "--root", str(tmp_path), "--match_benign", "most"),
                           "--match_benign")
+
+
+def test_the_plots_draw_defenses_run_at_a_single_setting(tmp_path):
+    """A defense trained at one value (no sweep) has no swept value to label its points with."""
+    from eval import curves
+
+    def point(defense, value, seed, benign, rho):
+        return {"defense": defense, "value": value, "seed": seed, "run": f"{defense}-seed{seed}",
+                "benign_accuracy": benign, "cw": {"mean_l2_all": rho, "mean_l2_correct": 2 * rho}}
+    report = {"protocol": {"dataset": "folder:x", "test_images": 10},
+              "curve_points": [point("fgm", None, 0, 0.5, 0.7), point("fgm", None, 1, 0.52, 0.66),
+                               point("pgn", 0.1, 0, 0.51, 0.5), point("pgn", 1.0, 0, 0.55, 0.4)],
+              "fgm_over_epochs": {"run": "fgm-seed0", "points": [
+                  {"epoch": 1, "benign_accuracy": 0.4, "cw": {"mean_l2_all": 0.6}},
+                  {"epoch": 2, "benign_accuracy": 0.5, "cw": {"mean_l2_all": 0.7}}]}}
+    paths = curves.draw(report, tmp_path)
+    assert [Path(p).name for p in paths] == ["figure5_robustness_curve.png", "figure2_fgm.png"]
+    assert all(Path(p).stat().st_size > 10_000 for p in paths)
