@@ -3,8 +3,9 @@ judged against these numbers.
 
 A difference between two defenses counts as *supported* when it has the paper's sign and
 exceeds two standard errors of the difference of seed means (sqrt(s1^2/n1 + s2^2/n2)),
-*contradicted* when it is that far the other way, and *inconclusive* otherwise. With one seed
-the standard error is unknown (0), so any difference decides: the report says how many seeds.
+*contradicted* when it is that far the other way, and *inconclusive* otherwise. With one seed on
+either side there is no standard error: the verdict then goes by the sign alone and says so
+("supported (one seed)").
 """
 from __future__ import annotations
 
@@ -25,14 +26,18 @@ BASELINES = ("fgm", "pgd")
 
 
 def compare(a: tuple, b: tuple, n_a: int, n_b: int) -> tuple[float, float]:
-    """(mean_a - mean_b, two standard errors of that difference)."""
-    se = math.sqrt((a[1] ** 2) / n_a + (b[1] ** 2) / n_b) if n_a and n_b else 0.0
-    return a[0] - b[0], 2 * se
+    """(mean_a - mean_b, two standard errors of that difference; NaN with one seed on either side)."""
+    if n_a < 2 or n_b < 2:
+        return a[0] - b[0], math.nan
+    return a[0] - b[0], 2 * math.sqrt((a[1] ** 2) / n_a + (b[1] ** 2) / n_b)
 
 
 def verdict(difference: float, margin: float) -> str:
     if math.isnan(difference):
         return "cannot be assessed"
+    if math.isnan(margin):  # one seed: the sign is all there is
+        return ("supported" if difference > 0 else "contradicted" if difference < 0 else "inconclusive") + \
+            " (one seed)"
     if difference > margin:
         return "supported"
     if difference < -margin:
@@ -55,7 +60,7 @@ def assess(report: dict) -> list[dict]:
             v = verdict(diff, margin)
             verdicts.append(v)
             parts.append(f"{_title(better)} {agg[better][key][0]:.3f} vs {_title(worse)} {agg[worse][key][0]:.3f} "
-                         f"(difference {diff:+.3f}, 2 SE {margin:.3f}: {v})")
+                         f"(difference {diff:+.3f}, {_two_se(margin)}: {v})")
         if verdicts:
             overall = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
             claims.append({"claim": claim, "paper": paper, "ours": "; ".join(parts), "verdict": overall})
@@ -73,12 +78,13 @@ def assess(report: dict) -> list[dict]:
                  "cw_mean", defense, ("none",))
     if "fgm" in agg and "pgd" in agg:
         diff, margin = compare(agg["fgm"]["cw_mean"], agg["pgd"]["cw_mean"], agg["fgm"]["n"], agg["pgd"]["n"])
-        same = abs(diff) <= max(margin, 0.05 * agg["pgd"]["cw_mean"][0])
+        same = abs(diff) <= max(0.0 if math.isnan(margin) else margin, 0.05 * agg["pgd"]["cw_mean"][0])
         claims.append({"claim": "Under this L2 threat model FGM-AT and PGD-AT end up about equally robust.",
                        "paper": "CIFAR-10 CW mean L2 0.420 vs 0.409 (3% apart).",
                        "ours": f"FGM-AT {agg['fgm']['cw_mean'][0]:.3f} vs PGD-AT {agg['pgd']['cw_mean'][0]:.3f} "
-                               f"(difference {diff:+.3f}, 2 SE {margin:.3f})",
-                       "verdict": "supported" if same else "contradicted"})
+                               f"(difference {diff:+.3f}, {_two_se(margin)}; about equal: within 5% or 2 SE)",
+                       "verdict": ("supported" if same else "contradicted") +
+                                  (" (one seed)" if math.isnan(margin) else "")})
     claims.append(_curve_claim(report))
     claims.append(_cost_claim(agg))
     return [c for c in claims if c]
@@ -214,7 +220,10 @@ def markdown(report: dict) -> str:
                          f"{_num(q.get('attack_acc_mean'))} |")
     lines += ["", "## The paper's claims against these numbers", "",
               "Rule: a difference is *supported* when it has the paper's sign and exceeds two standard errors "
-              "over seeds, *contradicted* when it exceeds them the other way, *inconclusive* otherwise.", ""]
+              "over seeds, *contradicted* when it exceeds them the other way, *inconclusive* otherwise. With one "
+              "seed on either side there is no standard error: the verdict goes by the sign alone and says "
+              "*(one seed)*. Figure 5's claim compares the curves' means at 11 benign accuracies, without error "
+              "bars.", ""]
     for c in report["claims"]:
         lines += [f"**{c['claim']}** — *{c['verdict']}*. Paper: {c['paper']} Here: {c['ours']}.", ""]
     if report.get("unfinished"):
@@ -228,6 +237,10 @@ def _key(value) -> str:
 
 def _num(value, digits: int = 3) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _two_se(margin: float) -> str:
+    return "no standard error with one seed" if math.isnan(margin) else f"2 SE {margin:.3f}"
 
 
 def _pm(pair: tuple, digits: int = 3) -> str:

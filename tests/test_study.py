@@ -170,3 +170,11 @@ def test_the_plots_draw_defenses_run_at_a_single_setting(tmp_path):
     paths = curves.draw(report, tmp_path)
     assert [Path(p).name for p in paths] == ["figure5_robustness_curve.png", "figure2_fgm.png"]
     assert all(Path(p).stat().st_size > 10_000 for p in paths)
+
+
+def test_a_one_seed_comparison_goes_by_sign_and_says_so():
+    from eval import claims
+    diff, margin = claims.compare((0.5, 0.0), (0.7, 0.0), 1, 3)
+    assert diff == pytest.approx(-0.2) and claims.verdict(diff, margin) == "contradicted (one seed)"
+    assert claims.verdict(*claims.compare((0.5, 0.01), (0.7, 0.02), 3, 3)) == "contradicted"
+    assert claims.verdict(*claims.compare((0.70, 0.1), (0.69, 0.1), 3, 3)) == "inconclusive"  # 2 SE is 0.16
