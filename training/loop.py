@@ -13,6 +13,7 @@ loop runs the step on every replica.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import sys
 import time
@@ -55,8 +56,10 @@ class TrainResult:
         return self.step >= self.total_steps
 
 
+@functools.cache
 def setting_defaults() -> dict:
-    """Every setting's current default, keyed as config.json records settings ("train.lr", ...)."""
+    """Every setting's current default, keyed as config.json records settings ("train.lr", ...).
+    Computed once: every read of a run's settings fills from it (callers must not change it)."""
     return rundir.setting_defaults(data=data.DataConfig, train=TrainConfig, defense=DefenseConfig)
 
 

@@ -146,5 +146,6 @@ class RvSTraining(Defense):
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        return {"loss": tf.reduce_mean(smoothed_ce) + self.cfg.ot_weight * ot_distance, "adv_loss": cross_entropy(y, adv_logits),
-                "adv_acc": accuracy(y, adv_logits), "ot_loss": ot_distance, "delta_l2": l2_norm(x_adv - x)}
+        return {"loss": tf.reduce_mean(smoothed_ce) + self.cfg.ot_weight * ot_distance,
+                "adv_loss": cross_entropy(y, adv_logits), "adv_acc": accuracy(y, adv_logits),
+                "ot_loss": ot_distance, "delta_l2": l2_norm(x_adv - x)}
