@@ -34,6 +34,7 @@ flags.DEFINE_string("dataset", "cifar10",
                     "cifar10, cifar100, svhn_cropped, mnist (tensorflow-datasets) or folder:PATH "
                     "(PATH/{train,test}/<class>/*).")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir holding a prepared copy.")
+flags.DEFINE_string("cache_dir", None, "Decoded-image cache folder (default <data_dir>/decoded_cache); not a setting.")
 flags.DEFINE_integer("train_limit", 0, "Train on a deterministic class-balanced subset of this size (0: all).")
 flags.DEFINE_integer("test_limit", 0, "Evaluate on a deterministic class-balanced subset of this size (0: all).")
 flags.DEFINE_enum("augment", "auto", ["auto", "none", "shift", "flip_shift"],

@@ -9,13 +9,14 @@
             ...
 """
 
-from .dataset import (AUGMENTATIONS, FOLDER_PREFIX, TFDS_DATASETS, DataConfig, Dataset,
-                      DatasetError)
+from .dataset import (AUGMENTATIONS, FOLDER_PREFIX, TFDS_DATASETS, CorruptImageError, DataConfig,
+                      Dataset, DatasetError)
 from .pipeline import resolve_augment, steps_per_epoch, test_batches, train_batches
 from .sources import load_dataset
 
 __all__ = [
     "AUGMENTATIONS",
+    "CorruptImageError",
     "FOLDER_PREFIX",
     "TFDS_DATASETS",
     "DataConfig",

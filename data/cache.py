@@ -1,4 +1,4 @@
-"""Decoded-array cache: one .npz per dataset source under <data_dir>/decoded_cache/.
+"""Decoded-array cache: one .npz per dataset source under <data_dir>/decoded_cache/ (or --cache_dir).
 
 Decoding the 60,000 JPEGs of the shared CIFAR-10 copy takes 10-30 s; reading the
 decoded uint8 arrays back from an uncompressed .npz takes well under a second.
@@ -27,15 +27,19 @@ ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "cla
 _log = logging.getLogger(__name__)
 
 
-def cache_root(data_dir: str | None) -> str:
-    """<data_dir>/decoded_cache, with tfds's own default (~/tensorflow_datasets or
-    $TFDS_DATA_DIR) when data_dir is None, so the cache sits beside the tfds copies."""
+def cache_root(data_dir: str | None, cache_dir: str | None = None) -> str:
+    """``cache_dir`` itself when given (--cache_dir), else <data_dir>/decoded_cache, with tfds's
+    own default (~/tensorflow_datasets or $TFDS_DATA_DIR) when data_dir is None, so the cache
+    sits beside the tfds copies."""
+    if cache_dir:
+        return os.path.abspath(os.path.expanduser(cache_dir))
     base = os.path.expanduser(data_dir) if data_dir else tfds_constants.DATA_DIR
     return os.path.join(os.path.abspath(base), "decoded_cache")
 
 
-def cache_path(data_dir: str | None, label: str, key_parts: list) -> str:
-    """The cache file for a source identified by key_parts (JSON-able).
+def cache_path(data_dir: str | None, label: str, key_parts: list, cache_dir: str | None = None) -> str:
+    """The cache file for a source identified by key_parts (JSON-able; paths in it resolved
+    with os.path.realpath by the caller, so a folder read through a symlink shares its cache).
 
     The readable label only helps a person find the file; the hash of the key is
     what makes a changed source miss the cache.
@@ -43,7 +47,7 @@ def cache_path(data_dir: str | None, label: str, key_parts: list) -> str:
     key = json.dumps([CACHE_FORMAT, *key_parts], sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     safe_label = re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:60]
-    return os.path.join(cache_root(data_dir), f"{safe_label}-{digest}.npz")
+    return os.path.join(cache_root(data_dir, cache_dir), f"{safe_label}-{digest}.npz")
 
 
 def read_cache(path: str) -> dict[str, np.ndarray] | None:
@@ -58,8 +62,9 @@ def read_cache(path: str) -> dict[str, np.ndarray] | None:
         return None
 
 
-def write_cache(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically: a temporary file in the same folder, then os.replace.
+def write_cache(path: str, arrays: dict[str, np.ndarray], say=print) -> None:
+    """Write atomically: a temporary file in the same folder, then os.replace, and say where
+    and how big (one line: the CIFAR-10 copy's cache is 184 MB, not something to write silently).
 
     Two runs started together may both decode and write; each replace is atomic,
     so a reader never sees half a file. Failing to write only costs speed, so it
@@ -75,6 +80,8 @@ def write_cache(path: str, arrays: dict[str, np.ndarray]) -> None:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is meant to be shared
         os.replace(tmp, path)
         tmp = None
+        say(f"decoded images cached in {path} ({os.path.getsize(path) / 1e6:.1f} MB; "
+            "--cache_dir chooses another place)")
     except OSError as err:
         _log.warning("could not write decoded cache %s (%s); the next load decodes again",
                      path, err)

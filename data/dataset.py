@@ -21,6 +21,10 @@ class DatasetError(ValueError):
     """
 
 
+class CorruptImageError(DatasetError):
+    """An image file of a folder dataset that cannot be decoded; the message names the file."""
+
+
 def dataset_choices() -> str:
     """The accepted --dataset values, in words, for error messages."""
     return f"{', '.join(TFDS_DATASETS)}, or {FOLDER_PREFIX}PATH with {FOLDER_LAYOUT_HINT}"
@@ -38,8 +42,14 @@ class DataConfig:
     train_limit: int = 0  # 0 = all; else a deterministic class-balanced subset of that size
     test_limit: int = 0  # same for the test split
     augment: str = "auto"  # one of AUGMENTATIONS
+    # Where the decoded-array cache lives (None: <data_dir>/decoded_cache). An InitVar, not a field:
+    # the cache's place changes no pixel, so it stays out of dataclasses.fields/asdict and hence out
+    # of a run's recorded settings and its resume check (training/rundir.flatten_settings). It is
+    # kept as a plain attribute, so dataclasses.replace carries it over.
+    cache_dir: dataclasses.InitVar[str | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, cache_dir: str | None = None):
+        object.__setattr__(self, "cache_dir", cache_dir)
         is_folder = self.dataset.startswith(FOLDER_PREFIX)
         if not is_folder and self.dataset not in TFDS_DATASETS:
             raise DatasetError(

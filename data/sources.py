@@ -6,9 +6,13 @@ cached by `data.cache`, then cut to the requested class-balanced subsets.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 import socket
+import sys
+import tempfile
 import threading
 import urllib.parse
 
@@ -17,7 +21,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from . import cache
-from .dataset import (FOLDER_LAYOUT_HINT, FOLDER_PREFIX, DataConfig, Dataset,
+from .dataset import (FOLDER_LAYOUT_HINT, FOLDER_PREFIX, CorruptImageError, DataConfig, Dataset,
                       DatasetError)
 from .subsets import balanced_subset
 
@@ -73,6 +77,47 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
+def _tf_reason(err: tf.errors.OpError) -> str:
+    """A TensorFlow error in its own words, without the graph plumbing around them
+    ({{function_node __wrapped__...}}, [Op:...], the tf.data iterator chain)."""
+    text = re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]", "", getattr(err, "message", str(err)))
+    text = text.split("Iterator::")[-1].split(": ", 1)[-1] if "Iterator::" in text else text
+    text = " ".join(text.split()) or type(err).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@contextlib.contextmanager
+def _native_stderr_held_back():
+    """Holds back what C libraries write to file descriptor 2 while images decode: libjpeg prints
+    "Improper call to JPEG library in state 201" for a truncated file, beside the one-line
+    DatasetError that names it. When decoding ends any other way (success included: libjpeg's
+    "Corrupt JPEG data" warnings for a file it could still decode), what was held back is shown."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no file descriptor 2 to redirect
+        saved = None
+    if saved is None:
+        yield
+        return
+    sink = tempfile.TemporaryFile()
+    os.dup2(sink.fileno(), 2)
+    replay = True
+    try:
+        yield
+    except DatasetError:
+        replay = False  # the error names the file and the fix; libjpeg's words add nothing
+        raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        sink.seek(0)
+        held = sink.read().decode(errors="replace")
+        sink.close()
+        if replay and held:
+            sys.stderr.write(held)
+
+
 # ----------------------------------------------------------------------------- tfds
 
 
@@ -87,14 +132,15 @@ def _load_tfds(cfg: DataConfig) -> Dataset:
                            f"{_one_line(err)}") from err
     source = f"tfds {name}:{builder.version} in {shown_root}"
     path = cache.cache_path(cfg.data_dir, f"{name}-{builder.version}",
-                            ["tfds", name, str(builder.version), builder.data_dir])
+                            ["tfds", name, str(builder.version), os.path.realpath(builder.data_dir)],
+                            cfg.cache_dir)
     arrays = cache.read_cache(path)
     if arrays is None:
         _prepare_tfds(builder, name, shown_root)
         arrays = _read_tfds(builder, name, shown_root)
         arrays["source"] = np.array(source)
         cache.write_cache(path, arrays)
-    return _dataset_from_arrays(name, arrays)
+    return _dataset_from_arrays(name, {**arrays, "source": np.array(source)})
 
 
 def _prepare_tfds(builder, name: str, root: str) -> None:
@@ -201,16 +247,20 @@ def _load_folder(cfg: DataConfig) -> Dataset:
     if missing:
         raise DatasetError(f"image folder {root} has no {' and no '.join(missing)} "
                            f"subfolder: lay it out as {FOLDER_LAYOUT_HINT}")
-    num_files, total_bytes, latest_mtime_ns = _fingerprint(root)
+    # The key holds the resolved path: the same folder read through a symlink reuses its cache.
+    real = os.path.realpath(root)
+    num_files, total_bytes, latest_mtime_ns = _fingerprint(real)
     source = f"image folder {root} ({num_files} files)"
-    path = cache.cache_path(cfg.data_dir, f"folder-{os.path.basename(root)}",
-                            ["folder", root, num_files, total_bytes, latest_mtime_ns])
+    path = cache.cache_path(cfg.data_dir, f"folder-{os.path.basename(real)}",
+                            ["folder", real, num_files, total_bytes, latest_mtime_ns], cfg.cache_dir)
     arrays = cache.read_cache(path)
     if arrays is None:
-        arrays = _decode_folder(root)
+        with _native_stderr_held_back():
+            arrays = _decode_folder(root)
         arrays["source"] = np.array(source)
         cache.write_cache(path, arrays)
-    return _dataset_from_arrays(FOLDER_PREFIX + root, arrays)
+    # The source as read this time (the cache may have been written through another path).
+    return _dataset_from_arrays(FOLDER_PREFIX + root, {**arrays, "source": np.array(source)})
 
 
 def _fingerprint(root: str) -> tuple[int, int, int]:
@@ -261,8 +311,8 @@ def _decode_folder(root: str) -> dict[str, np.ndarray]:
     try:
         shape = tuple(tf.io.decode_image(first["image"], expand_animations=False).shape)
     except tf.errors.OpError as err:
-        raise DatasetError(f"cannot decode {first_name} ({_one_line(err)}): remove or "
-                           "replace it") from err
+        raise CorruptImageError(f"cannot decode image {first_name} ({_tf_reason(err)}): remove it "
+                                "or replace it with a valid JPEG or PNG") from None
     arrays = {"class_names": np.array(builder.info.features["label"].names)}
     for split in SPLITS:
         images, labels = _decode_split(builder, split, shape, first_name)
@@ -309,18 +359,20 @@ def _decode_split(builder, split: str, shape: tuple[int, int, int], first_name: 
             images.append(image_batch)
             labels.append(label_batch)
     except tf.errors.OpError as err:
-        bad = _first_undecodable(builder, split)
-        raise DatasetError(f"cannot decode {bad or 'an image under ' + split + '/'} "
-                           f"({_one_line(err)}): remove or replace it") from err
+        # from None: the chained TensorFlow error would print its {{function_node ...}} text.
+        bad, reason = _first_undecodable(builder, split) or (f"an image under {split}/", _tf_reason(err))
+        raise CorruptImageError(f"cannot decode image {bad} ({reason}): remove it or replace it "
+                                "with a valid JPEG or PNG") from None
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _first_undecodable(builder, split: str) -> str | None:
-    """The first file that tf cannot decode, found one by one (only on the error path)."""
+def _first_undecodable(builder, split: str) -> tuple[str, str] | None:
+    """(file, reason) of the first file that tf cannot decode, found one by one (only on the
+    error path)."""
     raw = {"image": tfds.decode.SkipDecoding()}
     for example in builder.as_dataset(split=split, decoders=raw).as_numpy_iterator():
         try:
             tf.io.decode_image(example["image"], expand_animations=False)
-        except tf.errors.OpError:
-            return example["image/filename"].decode()
+        except tf.errors.OpError as err:
+            return example["image/filename"].decode(), _tf_reason(err)
     return None

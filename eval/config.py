@@ -17,6 +17,7 @@ class EvalConfig:
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
     test_limit: int = 0                 # class-balanced test subset; 0 = the whole test split
     eval_dir: str | None = None         # default: <first run>/eval
+    cache_dir: str | None = None        # the decoded-image cache's folder (data.DataConfig); None: its default
     batch_size: int = 128
     fgm_eps: float = 0.5                # Table 1 "FGS attack eps" (L2)
     mim_eps: float = 0.5                # Table 1 "MIM attack eps" (L2)

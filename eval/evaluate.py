@@ -35,7 +35,7 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
             role = "--source_run" if other is source else "--run_dir"
             raise RunDirError(f"{role} {other.run_dir} was trained on {other.config['dataset']['name']}, "
                               f"not {reference['name']} like {runs[0].run_dir}: attacks must share one test set")
-    data_cfg = runs[0].data_config(cfg.test_limit)
+    data_cfg = runs[0].data_config(cfg.test_limit, cfg.cache_dir)
     if "pgn" in cfg.attacks:
         data_cfg = dataclasses.replace(data_cfg, train_limit=min(cfg.pgn_train_limit, reference["train_size"]))
     dataset = data.load_dataset(data_cfg)

@@ -40,13 +40,14 @@ class TrainedRun:
             return self.run_dir / EMA_WEIGHTS_FILE
         return self.run_dir / EPOCHS_DIR / epoch_weights_name(self.epoch)
 
-    def data_config(self, test_limit: int) -> data.DataConfig:
-        """The run's dataset, with the evaluation's own test subset (0 = the whole test split)."""
+    def data_config(self, test_limit: int, cache_dir: str | None = None) -> data.DataConfig:
+        """The run's dataset, with the evaluation's own test subset (0 = the whole test split) and
+        decoded-image cache folder (None: the default)."""
         fields = {f.name: self.settings[f"data.{f.name}"] for f in dataclasses.fields(data.DataConfig)}
         # The dataset as loaded (an image folder's absolute path), not as typed: runs made from
         # another working directory with a relative folder path stay evaluable.
         fields["dataset"] = self.config["dataset"]["name"]
-        return data.DataConfig(**{**fields, "test_limit": test_limit})
+        return data.DataConfig(**{**fields, "test_limit": test_limit}, cache_dir=cache_dir)
 
     def build_classifier(self) -> keras.Model:
         """The EMA classifier in float32, whatever the run trained in: float16 gradients vanish for

@@ -95,7 +95,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     cfg = dataclasses.replace(cfg, run_dirs=tuple(str(r.run.run_dir) for r in runs),
                               attacks=tuple(a for a in cfg.attacks if a in TABLE_ATTACKS) or TABLE_ATTACKS)
     cfg.validate()
-    dataset = data.load_dataset(runs[0].run.data_config(cfg.test_limit))
+    dataset = data.load_dataset(runs[0].run.data_config(cfg.test_limit, cfg.cache_dir))
     x_test, y_test = dataset.test_images.astype(np.float32) / 255.0, dataset.test_labels
 
     def loaded(run: TrainedRun) -> LoadedRun:
