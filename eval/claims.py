@@ -144,13 +144,22 @@ def markdown(report: dict) -> str:
     target = "final weights, no matching" if p["target"] is None else f"{p['target']:.3f}" + (
         f" ({p['match_benign']})" if isinstance(p["match_benign"], str) else "") + f", tolerance {p['tolerance']:.3f}"
     a = p["attack_settings"]
+    subsets = list(p.get("recorded_benign_subsets") or {})
+    recorded = subsets[0] if len(subsets) == 1 else "different test subsets per run" if subsets else \
+        "training's own test subset"
+    mixed = [f"**WARNING: the runs' recorded benign accuracies come from different test subsets ("
+             + "; ".join(f"{k}: {', '.join(v)}" for k, v in p["recorded_benign_subsets"].items())
+             + "), so Figure 5's benign-accuracy axis compares numbers measured on different images.**", ""] \
+        if len(subsets) > 1 else []
     lines = [
         f"# Reproduction report: {p['dataset']}",
         "",
         "## Protocol",
         "",
         f"- Data: {p['dataset']} ({p['dataset_source']}); {p['train_images']} training images, augmentation "
-        f"{p['augment']}; {p['test_images']} class-balanced test images for every number below.",
+        f"{p['augment']}; {p['test_images']} class-balanced test images for every attack and for Table 2's "
+        f"benign accuracy; the recorded benign accuracies of the matching and of Figures 5 and 2 are training's "
+        f"own, on {recorded}.",
         f"- Classifier: Table 1's, width x{p['width']:g}; {p['epochs']} epochs, batch {p['batch_size']}, "
         f"Adam lr {p['lr']:g}, EMA weights evaluated.",
         f"- Sweeps: {sweeps}.",
@@ -166,6 +175,7 @@ def markdown(report: dict) -> str:
         + f"{str(p['report_git'].get('commit'))[:10]}" + (" (with uncommitted changes)" if p["report_git"].get("dirty") else "")
         + ".",
         "",
+        *mixed,
         "## Table 2 at matched benign accuracy",
         "",
         "Mean ± std over seeds. L2 means and medians are over every example the attack left misclassified "
@@ -185,7 +195,9 @@ def markdown(report: dict) -> str:
     for defense, row in PAPER_TABLE3.items():
         lines.append(f"| {_title(defense)} | " + " | ".join(f"{row[k]:g}" for k in (
             "fgm_acc", "mim_acc", "deepfool_mean", "cw_mean", "benign", "seconds_per_epoch")) + " |")
-    lines += ["", "## Matching", "", "| run | epoch | recorded benign acc | target | difference | within tolerance |",
+    lines += ["", "## Matching", "", f"Recorded benign accuracy: training's, on {recorded} (Table 2's benign acc "
+              f"is the report's, on its {p['test_images']} test images).", "",
+              "| run | epoch | recorded benign acc | target | difference | within tolerance |",
               "|---|---|---|---|---|---|"]
     for entry in report["table"].values():
         for r in entry["rows"]:
@@ -196,14 +208,16 @@ def markdown(report: dict) -> str:
     failures = [(r["run"], c) for e in report["table"].values() for r in e["rows"] for c in r["masking_checks"]
                 if not c["passed"]]
     lines += ["", "## Gradient-masking checks", ""]
-    lines += [f"- **FAILED** `{run}`: {c['check']} ({c['detail']})" for run, c in failures] or [
+    notes = {r["run"]: r.get("masking_note") for e in report["table"].values() for r in e["rows"]}
+    lines += [f"- **FAILED** `{run}`: {c['check']} ({c['detail']})" + (f"; {notes[run]}" if notes.get(run) else "")
+              for run, c in failures] or [
         f"All checks passed for the {sum(len(e['rows']) for e in report['table'].values())} table runs "
         "(large-budget PGD reaches ~0 accuracy, MIM at least as strong as FGM, minimum-norm attacks succeed, "
         "non-zero input gradients)."]
     lines += ["", "## Robustness curves", ""] + [f"![{Path(x).stem}]({Path(x).name})" for x in report["plots"]]
-    lines += ["", f"Figure 5 points: final weights; benign accuracy as training recorded it on the "
-              f"{p['test_images']} test images, rho_cw on {p['curve_test_images']} of them (a fixed random "
-              f"subset); mean ± std over seeds where there are several. *Training attack*: the mean L2 of "
+    lines += ["", *mixed, f"Figure 5 points: final weights; benign accuracy as training recorded it on {recorded} "
+              f"(not the report's {p['test_images']} test images), rho_cw on {p['curve_test_images']} of the "
+              f"report's {p['test_images']} (a fixed random subset); mean ± std over seeds where there are several. *Training attack*: the mean L2 of "
               f"the perturbations the classifier trained against at the end, and the final classifier's "
               f"accuracy under them on the {p.get('monitor_images', 'monitor')} monitor images (training's "
               f"log, mean over seeds).", "",
