@@ -19,7 +19,8 @@ from absl import app, flags, logging  # noqa: E402
 
 from configs import PRESETS  # noqa: E402
 from eval.config import ATTACKS, DEFAULT_ATTACKS, EvalConfig  # noqa: E402
-from training.config import (DEFENSE_NAMES, L2L_VARIANTS, NORMS, OPTIMIZERS, PGN_GRADS, PGN_UPDATES,  # noqa: E402
+from training.config import (DEFENSE_NAMES, GEN_INITS, L2L_VARIANTS, NORMS, OPTIMIZERS,  # noqa: E402
+                             PGN_CLASSIFIER_GRADS, PGN_GRAD_SCALES, PGN_GRADS, PGN_UPDATES, PRECISIONS,
                              STRATEGIES)
 
 MODES = ("train", "eval", "sweep", "report")
@@ -47,7 +48,9 @@ flags.DEFINE_float("ema_decay", 0.998, "Decay of the weight average that is eval
 flags.DEFINE_boolean("ema_warmup", True, "Ramp the EMA decay up as (1+t)/(10+t) (tf.train.ExponentialMovingAverage).")
 flags.DEFINE_float("width", 1.0, "Multiplier of the classifier's filter counts (0.25 for CPU runs).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order, augmentation and random starts.")
-flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute (GPU only: ~9x slower on CPU).")
+flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute policy: float32, mixed_float16 (GPUs; ~9x slower on "
+                  "a CPU; loss-scaled) or mixed_bfloat16 (CPUs with AMX or AVX512-BF16, TPUs, Ampere+ GPUs).")
+flags.DEFINE_boolean("mixed_precision", None, "Deprecated: the same as --precision mixed_float16.")
 # Defense
 flags.DEFINE_enum("defense", "pgn", DEFENSE_NAMES,
                   "Training method: none (clean), fgm, pgd, pgn (the paper), l2l or rvs (sibling methods).")
@@ -60,6 +63,14 @@ flags.DEFINE_enum("pgn_grad", "prob", PGN_GRADS, "PGN: G's gradient input is d/d
 flags.DEFINE_enum("pgn_update", "simultaneous", PGN_UPDATES,
                   "PGN: both updates from one forward pass, or generator step then classifier step.")
 flags.DEFINE_string("pgn_inputs", "grad,image,label", "PGN: generator inputs (Appendix D ablation: any subset).")
+flags.DEFINE_enum("pgn_classifier_grad", "fixed", PGN_CLASSIFIER_GRADS,
+                  "PGN: F's update holds x_adv fixed (first order, default), or its gradient also flows through "
+                  "G's gradient input (through_input_gradient: the reference code's second-order path, 1.5x the cost).")
+flags.DEFINE_enum("pgn_grad_scale", "batch_mean", PGN_GRAD_SCALES,
+                  "PGN: G's gradient input is d/dx of the batch mean (paper, reference; each example's is 1/B of "
+                  "its own), per_example (without the 1/B) or unit (each example's gradient over its L2 norm).")
+flags.DEFINE_enum("gen_init", "glorot_uniform", GEN_INITS,
+                  "PGN: the generator's kernel initialiser (Keras's default; the reference code's is he_normal).")
 flags.DEFINE_float("gen_width", 1.0, "PGN, L2L, RvS: width multiplier of the learned attacker network.")
 flags.DEFINE_enum("l2l_norm", "2", NORMS, "L2L: attacker's ball, L2 (||delta|| <= eps) or L-inf (eps * tanh).")
 flags.DEFINE_enum("l2l_variant", "grad", L2L_VARIANTS, "L2L: grad (default), two_step or naive (image only).")
@@ -120,6 +131,9 @@ flags.DEFINE_list("pgn_c_l", [f"{v:g}" for v in _EVAL.pgn_c_l], "eval --attacks 
 flags.DEFINE_integer("pgn_epochs", _EVAL.pgn_epochs, "eval --attacks pgn: generator training epochs.")
 flags.DEFINE_integer("pgn_train_limit", _EVAL.pgn_train_limit, "eval --attacks pgn: training images used.")
 flags.DEFINE_list("pgn_eps", [f"{v:g}" for v in _EVAL.pgn_eps], "eval --attacks pgn: FGM/PGD eps sweep.")
+# This tool's flags, for config.json: TensorFlow registers more absl flags (--test_srcdir, ...) when
+# it loads, after this line, and those are not ours to record.
+_TOOL_FLAGS = tuple(name for name in FLAGS if name not in _LIBRARY_FLAGS)
 
 
 def _parse_flags(argv):
@@ -175,6 +189,8 @@ def _value(name: str):
     """The flag's value: from the command line if given there, else the preset's, else the default."""
     if FLAGS.preset and not FLAGS[name].present and name in PRESETS[FLAGS.preset]:
         return PRESETS[FLAGS.preset][name]
+    if name == "precision" and not FLAGS[name].present and FLAGS.mixed_precision is not None:
+        return "mixed_float16" if FLAGS.mixed_precision else "float32"
     if name == "eps" and not FLAGS[name].present and _linf_defense():
         return LINF_EPS
     return FLAGS[name].value
@@ -284,7 +300,7 @@ def _training(work):
 
 
 def _used_flags() -> dict:
-    return {name: _value(name) for name in FLAGS if name not in _LIBRARY_FLAGS}
+    return {name: _value(name) for name in _TOOL_FLAGS}
 
 
 def _report():

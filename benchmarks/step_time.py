@@ -2,12 +2,14 @@
 peak memory, measured in one run on the same model and data.
 
     python -m benchmarks.step_time --width 1 --gen_width 1 --batch_size 128 --steps 10
+    python -m benchmarks.step_time --width 0.5 --gen_width 0.5 --precision float32,mixed_bfloat16
 
 Every defense runs the loop's own compiled step (``training.loop.compiled_train_step``: the
 defense's step, the EMA update, the step counter) on one fixed batch, after a warm-up that traces
 and compiles it. Prints a table and the ratios the PGN paper reports (Table 2: PGN/clean 6.3,
 PGN/PGD-10 0.29 on an RTX 2080 Ti). Data values do not change the cost: the batch is random
-images, so no dataset is needed.
+images, so no dataset is needed. ``--precision`` takes one or more compute policies: each defense is
+built and timed under each, in the same interleaved rounds, and the table gets a column per policy.
 
 The input pipeline (``data.train_batches``: shuffled, flipped and shifted batches of uint8 images
 held in memory, as training uses it) is timed alone over one epoch of ``--pipeline_examples``
@@ -31,7 +33,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import data  # noqa: E402
 from models import build_classifier  # noqa: E402
-from training.config import DefenseConfig, TrainConfig  # noqa: E402
+from training.config import PRECISIONS, DefenseConfig, TrainConfig  # noqa: E402
 from training.defenses import make_defense  # noqa: E402
 from training.ema import WeightEMA  # noqa: E402
 from training.loop import compiled_train_step  # noqa: E402
@@ -43,7 +45,7 @@ flags.DEFINE_integer("num_classes", 10, "Classes (10: CIFAR-10, 100: CIFAR-100).
 flags.DEFINE_integer("steps", 10, "Timed steps per defense (after 2 warm-up steps).")
 flags.DEFINE_integer("repeats", 3, "Timing rounds over all defenses; the median round counts.")
 flags.DEFINE_list("defenses", ["none", "fgm", "pgd", "pgn", "pgn:alternating", "l2l", "rvs"], "Defenses to time.")
-flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 compute.")
+flags.DEFINE_list("precision", ["float32"], f"Compute policies to time, comma-separated: {', '.join(PRECISIONS)}.")
 flags.DEFINE_integer("pipeline_examples", 20000, "Images in the input-pipeline timing (0: skip it).")
 FLAGS = flags.FLAGS
 
@@ -51,21 +53,27 @@ LABELS = {"none": "clean", "fgm": "FGM", "pgd": "PGD-10", "pgn": "PGN (simultane
           "pgn:alternating": "PGN (alternating)", "l2l": "L2L", "rvs": "RvS"}
 
 
-def build_step(defense_name: str, x, y):
-    """defense_name: a --defense value, or pgn:alternating for PGN's other update order."""
+def build_step(defense_name: str, x, y, precision: str = "float32"):
+    """defense_name: a --defense value, or pgn:alternating for PGN's other update order. The
+    networks are built under ``precision``'s policy (a layer keeps the policy it was built with)."""
     import keras
     keras.utils.set_random_seed(0)
     defense_name, _, update = defense_name.partition(":")
-    train_cfg = TrainConfig(width=FLAGS.width, mixed_precision=FLAGS.mixed_precision)
-    classifier = build_classifier(FLAGS.num_classes, x.shape[1:], FLAGS.width)
-    defense = make_defense(classifier, DefenseConfig(defense=defense_name, gen_width=FLAGS.gen_width,
-                                                     pgn_update=update or "simultaneous"),
-                           train_cfg, tf.random.Generator.from_seed(0))
-    defense.build()
-    ema = WeightEMA(defense.networks, train_cfg.ema_decay)
-    step = compiled_train_step(defense, ema, tf.Variable(0, dtype=tf.int64))
-    for _ in range(2):
-        float(step(x, y)["loss"])
+    train_cfg = TrainConfig(width=FLAGS.width, precision=precision)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        classifier = build_classifier(FLAGS.num_classes, x.shape[1:], FLAGS.width)
+        defense = make_defense(classifier, DefenseConfig(defense=defense_name, gen_width=FLAGS.gen_width,
+                                                         pgn_update=update or "simultaneous"),
+                               train_cfg, tf.random.Generator.from_seed(0))
+        defense.build()
+        ema = WeightEMA(defense.networks, train_cfg.ema_decay)
+        step = compiled_train_step(defense, ema, tf.Variable(0, dtype=tf.int64))
+        for _ in range(2):
+            float(step(x, y)["loss"])
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     return step
 
 
@@ -102,48 +110,67 @@ def reset_peak_memory() -> None:
         tf.config.experimental.reset_memory_stats("GPU:0")
 
 
+def _precisions() -> list[str]:
+    names = list(FLAGS.precision)
+    unknown = sorted(set(names) - set(PRECISIONS))
+    if unknown:
+        raise app.UsageError(f"--precision {','.join(unknown)}: choose from {', '.join(PRECISIONS)}")
+    return list(dict.fromkeys(names))
+
+
 def main(_):
-    import keras
     logging.set_verbosity(logging.ERROR)  # each defense's own step function is a new trace, as intended
-    if FLAGS.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    precisions = _precisions()
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(0, 1, (FLAGS.batch_size, 32, 32, 3)).astype(np.float32))
     y = tf.constant(rng.integers(0, FLAGS.num_classes, FLAGS.batch_size).astype(np.int32))
     steps, memory = {}, {}
     for name in FLAGS.defenses:
-        reset_peak_memory()
-        steps[name] = build_step(name, x, y)  # includes two steps
-        memory[name] = peak_memory_mib()
-    rounds = {name: [] for name in steps}
+        for precision in precisions:
+            reset_peak_memory()
+            steps[name, precision] = build_step(name, x, y, precision)  # includes two steps
+            memory[name, precision] = peak_memory_mib()
+    rounds = {key: [] for key in steps}
     for _ in range(FLAGS.repeats):  # interleaved, so drifts in machine load hit every defense alike
-        for name, step in steps.items():
-            rounds[name].append(seconds_per_step(step, x, y))
-    timing = {name: float(np.median(r)) for name, r in rounds.items()}
+        for key, step in steps.items():
+            rounds[key].append(seconds_per_step(step, x, y))
+    timing = {key: float(np.median(r)) for key, r in rounds.items()}
 
     devices = [d.device_type for d in tf.config.list_logical_devices()]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, devices {devices}; "
           f"tensorflow {tf.__version__}; width {FLAGS.width:g}, gen_width {FLAGS.gen_width:g}, "
-          f"batch {FLAGS.batch_size}, {FLAGS.num_classes} classes, "
-          f"{'mixed_float16' if FLAGS.mixed_precision else 'float32'}")
+          f"batch {FLAGS.batch_size}, {FLAGS.num_classes} classes, {', '.join(precisions)}")
     where = "GPU peak" if tf.config.list_logical_devices("GPU") else "process peak RSS"
-    print(f"| defense | s/step | x clean | examples/s | {where} (MiB) |")
-    print("|---|---|---|---|---|")
-    clean = timing.get("none")
-    for name, seconds in timing.items():
-        ratio = f"{seconds / clean:.2f}" if clean else "-"
-        print(f"| {LABELS.get(name, name)} | {seconds:.4f} | {ratio} | {FLAGS.batch_size / seconds:.0f} "
-              f"| {memory[name]:.0f} |")
-    if "pgn" in timing and clean:
-        print(f"PGN/clean = {timing['pgn'] / clean:.2f} (paper 6.3; goal <= 3.5)")
-    if "pgd" in timing and clean:
-        print(f"PGD-10/clean = {timing['pgd'] / clean:.2f} (paper 21.5; about 7.7 from counting passes)")
-    if "pgn" in timing and "pgd" in timing:
-        print(f"PGN/PGD-10 = {timing['pgn'] / timing['pgd']:.2f} (paper 0.29)")
+    columns = [f"s/step {p} | x clean {p}" for p in precisions]
+    if len(precisions) > 1:
+        columns += [f"{precisions[0]} / {p}" for p in precisions[1:]]
+    print(f"| defense | {' | '.join(columns)} | examples/s {precisions[-1]} | {where} (MiB) |")
+    print("|---|" + "---|" * (2 * len(precisions) + len(precisions) - 1 + 2))
+    for name in FLAGS.defenses:
+        cells = []
+        for p in precisions:
+            clean = timing.get(("none", p))
+            cells += [f"{timing[name, p]:.4f}", f"{timing[name, p] / clean:.2f}" if clean else "-"]
+        cells += [f"{timing[name, precisions[0]] / timing[name, p]:.2f}x" for p in precisions[1:]]
+        print(f"| {LABELS.get(name, name)} | {' | '.join(cells)} | {FLAGS.batch_size / timing[name, precisions[-1]]:.0f} "
+              f"| {memory[name, precisions[-1]]:.0f} |")
+    for p in precisions:
+        _paper_ratios({name: timing[name, q] for name, q in timing if q == p}, p)
     if FLAGS.pipeline_examples:
+        clean = timing.get(("none", precisions[-1]))
         rate = pipeline_examples_per_second(FLAGS.batch_size)
         versus = f" = {rate / (FLAGS.batch_size / clean):.1f}x the clean step's rate (goal >= 5x)" if clean else ""
         print(f"input pipeline alone (flip + shift, batch {FLAGS.batch_size}): {rate:.0f} examples/s{versus}")
+
+
+def _paper_ratios(timing: dict, precision: str) -> None:
+    clean = timing.get("none")
+    if "pgn" in timing and clean:
+        print(f"{precision}: PGN/clean = {timing['pgn'] / clean:.2f} (paper 6.3; goal <= 3.5)")
+    if "pgd" in timing and clean:
+        print(f"{precision}: PGD-10/clean = {timing['pgd'] / clean:.2f} (paper 21.5; about 7.7 from counting passes)")
+    if "pgn" in timing and "pgd" in timing:
+        print(f"{precision}: PGN/PGD-10 = {timing['pgn'] / timing['pgd']:.2f} (paper 0.29)")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,12 @@ _SLOPE = 0.2
 
 
 def build_generator(num_classes: int, input_shape=(32, 32, 3), inputs=GENERATOR_INPUTS,
-                    width: float = 1.0, name: str = "generator") -> keras.Model:
+                    width: float = 1.0, name: str = "generator",
+                    kernel_initializer: str = "glorot_uniform") -> keras.Model:
     """G as a Keras model taking a list of the selected inputs, in GENERATOR_INPUTS order:
-    grad [B, H, W, C] (float), image [B, H, W, C] in [0, 1], label one-hot [B, K]."""
+    grad [B, H, W, C] (float), image [B, H, W, C] in [0, 1], label one-hot [B, K].
+    ``kernel_initializer`` of every dense and convolution layer: Keras's default, or the reference
+    code's ``he_normal``."""
     inputs = tuple(inputs)
     unknown = set(inputs) - set(GENERATOR_INPUTS)
     if unknown or not inputs:
@@ -52,21 +55,25 @@ def build_generator(num_classes: int, input_shape=(32, 32, 3), inputs=GENERATOR_
     image_sized = []
     if "label" in inputs:
         y = tensors["label"]
-        h = _lrelu(layers.Dense(units(1024), name="fc1")(y))
+        h = _lrelu(layers.Dense(units(1024), kernel_initializer=kernel_initializer, name="fc1")(y))
         h = layers.Concatenate(name="fc1_y")([h, y])
-        h = _lrelu(layers.Dense((height // 4) * (width_px // 4) * units(128), name="fc2")(h))
+        h = _lrelu(layers.Dense((height // 4) * (width_px // 4) * units(128),
+                                         kernel_initializer=kernel_initializer, name="fc2")(h))
         h = layers.Reshape((height // 4, width_px // 4, units(128)), name="to_map")(h)
         for i in (1, 2):
             h = layers.Concatenate(name=f"up{i}_y")([h, _tile(y, h.shape[1], h.shape[2])])
-            h = _lrelu(layers.Conv2DTranspose(units(128), 3, strides=2, padding="same", name=f"up{i}")(h))
+            h = _lrelu(layers.Conv2DTranspose(units(128), 3, strides=2, padding="same",
+                                                     kernel_initializer=kernel_initializer, name=f"up{i}")(h))
         image_sized.append(h)
     if "grad" in inputs:
         image_sized.append(tensors["grad"])
     if "image" in inputs:
         image_sized.append(layers.Rescaling(2.0, offset=-1.0, name="to_pm1")(tensors["image"]))
     h = image_sized[0] if len(image_sized) == 1 else layers.Concatenate(name="joint")(image_sized)
-    h = _lrelu(layers.Conv2D(units(128), 3, padding="same", name="conv1")(h))
-    w = layers.Conv2D(channels, 3, padding="same", dtype="float32", name="w")(h)
+    h = _lrelu(layers.Conv2D(units(128), 3, padding="same", kernel_initializer=kernel_initializer,
+                                  name="conv1")(h))
+    w = layers.Conv2D(channels, 3, padding="same", dtype="float32", kernel_initializer=kernel_initializer,
+                      name="w")(h)
     return keras.Model(model_inputs, w, name=name)
 
 

@@ -36,12 +36,12 @@ def _no_graph_rewrites():
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
 
 
-def _defense(variant="grad", norm="2", eps=0.5, attacker_lr=1e-3, lr=5e-4, mixed=False, seed=0):
+def _defense(variant="grad", norm="2", eps=0.5, attacker_lr=1e-3, lr=5e-4, precision="float32", seed=0):
     keras.utils.set_random_seed(seed)
     classifier = build_classifier(3, (16, 16, 3), 0.125)
     cfg = DefenseConfig(defense="l2l", eps=eps, l2l_variant=variant, l2l_norm=norm,
                         attacker_lr=attacker_lr, gen_width=0.125)
-    defense = L2LTraining(classifier, cfg, TrainConfig(lr=lr, mixed_precision=mixed),
+    defense = L2LTraining(classifier, cfg, TrainConfig(lr=lr, precision=precision),
                           tf.random.Generator.from_seed(seed))
     defense.build()
     return defense
@@ -203,12 +203,14 @@ def test_the_classifier_update_leaves_the_attacker_unchanged(monkeypatch):
     assert not _changed(attacker_before, defense.attacker, trainable=False)
 
 
-def test_a_mixed_precision_step_runs():
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_a_mixed_precision_step_runs(precision):
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy(precision)
     try:
-        defense = _defense(mixed=True)
-        assert isinstance(defense.optimizers["attacker"], keras.optimizers.LossScaleOptimizer)
+        defense = _defense(precision=precision)
+        scaled = isinstance(defense.optimizers["attacker"], keras.optimizers.LossScaleOptimizer)
+        assert scaled == (precision == "mixed_float16")  # bfloat16 needs no loss scale
         x, y = _color_data(n=8)
         attacker_before = _weights(defense.attacker)
         metrics = tf.function(defense.train_step)(x, y)

@@ -138,3 +138,92 @@ def test_the_loss_gradient_input_points_against_the_probability_gradient():
     assert prob.shape == loss.shape == x.shape
     cosine = tf.reduce_sum(prob * loss) / (tf.norm(prob) * tf.norm(loss))
     assert float(cosine) < 0  # raising p_y lowers the loss
+
+
+def _variant(scale="batch_mean", classifier_grad="fixed", inputs="grad,image,label", seed=0):
+    tf.keras.utils.set_random_seed(seed)
+    classifier = build_classifier(3, (16, 16, 3), 0.125)
+    cfg = DefenseConfig(defense="pgn", pgn_update="simultaneous", pgn_inputs=inputs, gen_width=0.25,
+                        pgn_grad_scale=scale, pgn_classifier_grad=classifier_grad)
+    defense = PGNTraining(classifier, cfg, TrainConfig(), tf.random.Generator.from_seed(seed))
+    defense.build()
+    return defense
+
+
+def test_each_gradient_scale_reaches_the_generator_with_its_documented_magnitude():
+    classifier = _defense().classifier
+    x, y = _color_data(n=8)
+    batch_mean, _ = input_gradient(classifier, x, y, 3, scale="batch_mean")
+    per_example, _ = input_gradient(classifier, x, y, 3, scale="per_example")
+    unit, _ = input_gradient(classifier, x, y, 3, scale="unit")
+    # the paper's input is each example's own gradient over the batch size
+    np.testing.assert_allclose(per_example.numpy(), 8 * batch_mean.numpy(), rtol=1e-4, atol=1e-9)
+    norms = tf.sqrt(tf.reduce_sum(tf.square(unit), axis=[1, 2, 3])).numpy()
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    cosine = tf.reduce_sum(unit * per_example, axis=[1, 2, 3]) / tf.norm(tf.reshape(per_example, (8, -1)), axis=1)
+    np.testing.assert_allclose(cosine.numpy(), 1.0, rtol=1e-5)  # the same direction
+
+
+def _flat(tensors):
+    return np.concatenate([np.ravel(t.numpy()) for t in tensors])
+
+
+def test_the_second_order_classifier_gradient_is_the_explicit_double_backprop_and_differs_from_the_first_order():
+    x, y = _color_data(n=8)
+    # G sees only the gradient, un-averaged, so x_adv depends on theta strongly through grad_x F.
+    fixed, second = (_variant("per_example", g, inputs="grad") for g in ("fixed", "through_input_gradient"))
+    second.generator.set_weights(fixed.generator.get_weights())
+    second.classifier.set_weights(fixed.classifier.get_weights())
+    for layer in (fixed.generator.get_layer("w"), second.generator.get_layer("w")):
+        layer.kernel.assign(layer.kernel * 300.0)
+    g_fixed, c_fixed, _ = fixed.simultaneous_gradients(x, y)
+    g_second, c_second, _ = second.simultaneous_gradients(x, y)
+    # The chain rule written out: dL/dtheta = dL/dtheta|x_adv fixed + d/dtheta <grad_x F(x; theta), v>,
+    # v = dL/d(gradient input) at fixed theta; each piece from its own tape.
+    variables = fixed.classifier.trainable_variables
+    grad, _ = fixed._input_gradient(fixed.classifier, x, y)
+    with tf.GradientTape() as tape:
+        tape.watch(grad)
+        x_adv = fixed._generate(fixed.generator, grad, x, y, training=True)
+        loss, _, _ = fixed.classifier_objective(x, x_adv, y)
+        loss = tf.reduce_mean(loss)
+    v = tf.stop_gradient(tape.gradient(loss, grad))
+    with tf.GradientTape() as tape:
+        live, _ = fixed._input_gradient(fixed.classifier, x, y, constant=False)
+        inner = tf.reduce_sum(live * v)
+    through_input = _flat(tape.gradient(inner, variables))
+    first, total = _flat(c_fixed), _flat(c_second)
+    assert np.linalg.norm(total - first) > 1e-3 * np.linalg.norm(first)  # measurable here
+    np.testing.assert_allclose(total, first + through_input, rtol=0,
+                               atol=1e-3 * np.linalg.norm(through_input) + 1e-7)
+    # both paths give the generator the same gradient: G's loss does not see theta's path
+    np.testing.assert_allclose(_flat(g_fixed), _flat(g_second), rtol=1e-4, atol=1e-6)
+
+
+def test_the_second_order_path_needs_the_simultaneous_update():
+    with pytest.raises(ValueError, match="through_input_gradient needs --pgn_update simultaneous"):
+        DefenseConfig(defense="pgn", pgn_update="alternating", pgn_classifier_grad="through_input_gradient").validate()
+    with pytest.raises(ValueError, match="--pgn_grad_scale must be one of"):
+        DefenseConfig(defense="pgn", pgn_grad_scale="mean").validate()
+
+
+@pytest.mark.parametrize("scale", ["batch_mean", "per_example", "unit"])
+def test_the_monitor_measures_how_far_x_adv_moves_without_the_gradient_input(scale):
+    defense = _variant(scale)
+    x, y = _color_data(n=8)
+    x_adv = defense.perturb(defense.networks, x, y)
+    diagnostics = {k: float(v) for k, v in defense.monitor(defense.networks, x, y, x_adv).items()}
+    assert diagnostics["zeroed_grad_shift_l2"] > 0.0
+    paper = _variant("batch_mean")  # the same seed: the same classifier
+    paper_rms = float(paper.monitor(paper.networks, x, y, x_adv)["grad_input_rms"])
+    expected_rms = {"batch_mean": paper_rms, "per_example": 8 * paper_rms, "unit": 1 / np.sqrt(16 * 16 * 3)}[scale]
+    np.testing.assert_allclose(diagnostics["grad_input_rms"], expected_rms, rtol=1e-4)
+    assert _variant(scale, inputs="image,label").monitor(defense.networks, x, y, x_adv) == {}
+
+
+def test_the_generator_takes_the_reference_codes_initialiser():
+    he = build_generator(3, (16, 16, 3), width=0.25, kernel_initializer="he_normal")
+    glorot = build_generator(3, (16, 16, 3), width=0.25)
+    for name in ("fc1", "up1", "conv1", "w"):
+        assert type(he.get_layer(name).kernel_initializer).__name__ == "HeNormal"
+        assert type(glorot.get_layer(name).kernel_initializer).__name__ == "GlorotUniform"

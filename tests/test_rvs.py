@@ -104,11 +104,11 @@ def test_smoothed_labels_put_one_minus_s_on_the_true_class():
     np.testing.assert_allclose(targets[1], [0.125, 0.125, 0.5, 0.125, 0.125])
 
 
-def _defense(norm="inf", eps=8 / 255, gen_lr=0.01, mixed_precision=False, seed=0):
+def _defense(norm="inf", eps=8 / 255, gen_lr=0.01, precision="float32", seed=0):
     keras.utils.set_random_seed(seed)
     classifier = build_classifier(3, (16, 16, 3), 0.125)
     cfg = DefenseConfig(defense="rvs", eps=eps, rvs_norm=norm, rvs_z_dim=32, rvs_gen_lr=gen_lr, gen_width=0.5)
-    defense = RvSTraining(classifier, cfg, TrainConfig(mixed_precision=mixed_precision),
+    defense = RvSTraining(classifier, cfg, TrainConfig(precision=precision),
                           tf.random.Generator.from_seed(seed))
     defense.build()
     return defense
@@ -185,14 +185,16 @@ def test_a_compiled_step_traces_once_and_trains_both_networks():
     assert RvSTraining.run_name(defense.cfg) == "rvs-l2-eps0.5"
 
 
-def test_a_mixed_precision_step_is_finite():
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_a_mixed_precision_step_is_finite(precision):
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy(precision)
     try:
-        defense = _defense(mixed_precision=True)
+        defense = _defense(precision=precision)
         x, y = _color_data(n=8)
         metrics = tf.function(defense.train_step)(x, y)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    assert isinstance(defense.generator_optimizer, keras.optimizers.LossScaleOptimizer)
+    scaled = isinstance(defense.generator_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (precision == "mixed_float16")
     assert all(np.all(np.isfinite(v.numpy())) for v in metrics.values())

@@ -61,6 +61,8 @@ def test_each_defense_trains_with_one_trace_and_a_complete_run_directory(tiny_fo
         assert epochs[-1]["monitor_delta_l2_mean"] > 0.0 and epochs[-1]["train_delta_l2_mean"] > 0.0
     if defense not in ("none", "pgn"):  # PGN has no ball: c_L's penalty bounds its perturbations
         assert epochs[-1]["monitor_delta_l2_mean"] <= 0.5 + 1e-4
+    if defense == "pgn":  # the zeroed-gradient-input test, each epoch
+        assert epochs[-1]["monitor_zeroed_grad_shift_l2"] > 0.0 and epochs[-1]["monitor_grad_input_rms"] > 0.0
 
 
 def test_loss_falls_and_the_average_learns_the_tiny_task(tiny_folder, tmp_path):
@@ -148,13 +150,36 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tin
     assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")) == good
 
 
-def test_mixed_precision_trains_with_a_loss_scale_optimizer(tiny_folder, tmp_path):
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_resumes_and_evaluates_in_float32(tiny_folder, tmp_path, precision):
     import keras
-    result = _train(tiny_folder, tmp_path / "run", defense="fgm", epochs=1, mixed_precision=True)
-    assert result.finished
+
+    from eval.runs import load_run
+    run = tmp_path / "run"
+    assert not _train(tiny_folder, run, defense="fgm", epochs=1, precision=precision, stop_after_steps=3).finished
+    result = _train(tiny_folder, run, defense="fgm", epochs=1, precision=precision)  # the checkpoint round trip
+    assert result.finished and result.step == 96 // 16
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
-    losses = [r["loss"] for r in _records(tmp_path / "run", "train")]
-    assert all(np.isfinite(losses))
+    losses = [r["loss"] for r in _records(run, "train")]
+    assert losses and all(np.isfinite(losses))
+    model = load_run(run).build_classifier()  # evaluation rebuilds the classifier in float32
+    assert all(w.dtype == "float32" for w in model.weights) and model.compute_dtype == "float32"
+    logits = model(np.zeros((2, 16, 16, 3), np.float32))
+    assert logits.dtype == tf.float32 and np.all(np.isfinite(logits.numpy()))
+
+
+@pytest.mark.parametrize("mixed, precision", [(True, "mixed_float16"), (False, "float32")])
+def test_a_run_recorded_with_the_old_mixed_precision_flag_resumes_as_its_precision(tmp_path, mixed, precision):
+    cfgs = dict(data=data.DataConfig(dataset="folder:x"), train=TrainConfig(precision=precision),
+                defense=DefenseConfig(defense="fgm"))
+    settings, defaults = rundir.flatten_settings(**cfgs), rundir.setting_defaults(**cfgs)
+    older = {key: value for key, value in settings.items() if key != "train.precision"}
+    older["train.mixed_precision"] = mixed
+    rundir.create_run_dir(tmp_path / "run", {"settings": older}, overwrite=False)
+    assert rundir.check_run_dir(tmp_path / "run", settings, overwrite=False, defaults=defaults)
+    other = dict(settings, **{"train.precision": "mixed_bfloat16"})
+    with pytest.raises(rundir.RunDirError, match=f"train.precision '{precision}' -> 'mixed_bfloat16'"):
+        rundir.check_run_dir(tmp_path / "run", other, overwrite=False, defaults=defaults)
 
 
 def test_a_run_made_before_a_setting_existed_resumes_at_that_settings_default(tmp_path):

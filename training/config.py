@@ -13,9 +13,15 @@ import dataclasses
 DEFENSE_NAMES = ("none", "fgm", "pgd", "pgn", "l2l", "rvs")
 PGN_UPDATES = ("simultaneous", "alternating")
 PGN_GRADS = ("prob", "loss")
+PGN_CLASSIFIER_GRADS = ("fixed", "through_input_gradient")
+PGN_GRAD_SCALES = ("batch_mean", "per_example", "unit")
+GEN_INITS = ("glorot_uniform", "he_normal")
 NORMS = ("2", "inf")
 L2L_VARIANTS = ("grad", "two_step", "naive")
 OPTIMIZERS = ("adam", "sgd")
+# Keras compute policies. bfloat16 has float32's exponent range and needs no loss scaling; float16
+# does (a LossScaleOptimizer per network). Logits, losses and attack gradients stay float32 in each.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SGD_MOMENTUM = 0.9
 STRATEGIES = ("default", "mirrored", "multi_worker")  # = training.distribute.STRATEGIES (a test checks)
 GENERATOR_INPUTS = ("grad", "image", "label")  # = models.generator.GENERATOR_INPUTS (a test checks)
@@ -31,10 +37,17 @@ class TrainConfig:
     ema_warmup: bool = True       # decay min(d, (1+t)/(10+t)) as tf.train.ExponentialMovingAverage
     width: float = 1.0
     seed: int = 0
-    mixed_precision: bool = False
+    precision: str = "float32"    # a PRECISIONS policy; mixed_bfloat16 pays on CPUs with AMX / AVX512-BF16
+
+    @property
+    def loss_scaling(self) -> bool:
+        """float16's 5-bit exponent underflows small gradients; bfloat16's 8 bits do not."""
+        return self.precision == "mixed_float16"
 
     def validate(self) -> None:
         _positive(self, "epochs", "batch_size", "lr", "width")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -52,6 +65,9 @@ class DefenseConfig:
     pgn_grad: str = "prob"        # G's gradient input: of F(x)_y ("prob", the paper) or of the CE
     pgn_update: str = "simultaneous"
     pgn_inputs: str = "grad,image,label"
+    pgn_classifier_grad: str = "fixed"    # x_adv constant for F's update, or the reference's second order
+    pgn_grad_scale: str = "batch_mean"    # G's gradient input: the paper's 1/B-scaled one, per example, or unit L2
+    gen_init: str = "glorot_uniform"      # the generator's kernel initialiser (the reference code: he_normal)
     gen_width: float = 1.0        # width multiplier of the learned attacker (PGN's G, L2L's A, RvS's G)
     # L2L (learning to defend by learning to attack; methods.md section 3)
     l2l_norm: str = "2"           # "2": ||delta||_2 <= eps (this project's threat model); "inf": eps * tanh(h)
@@ -89,6 +105,13 @@ class DefenseConfig:
             raise ValueError("--attacker_lr, --rvs_gen_lr and --rvs_z_dim must be > 0, --ot_weight >= 0")
         if self.pgn_update not in PGN_UPDATES or self.pgn_grad not in PGN_GRADS:
             raise ValueError(f"--pgn_update must be one of {PGN_UPDATES}, --pgn_grad one of {PGN_GRADS}")
+        for name, choices in (("pgn_classifier_grad", PGN_CLASSIFIER_GRADS), ("pgn_grad_scale", PGN_GRAD_SCALES),
+                              ("gen_init", GEN_INITS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"--{name} must be one of {', '.join(choices)}, got '{getattr(self, name)}'")
+        if self.pgn_classifier_grad == "through_input_gradient" and self.pgn_update != "simultaneous":
+            raise ValueError("--pgn_classifier_grad through_input_gradient needs --pgn_update simultaneous "
+                             "(the reference code's order, where F's gradient passes through G's input)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,7 +85,7 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     steps_per_epoch = data.steps_per_epoch(len(dataset.train_labels), train_cfg.batch_size)
 
     previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16" if train_cfg.mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(train_cfg.precision)
     try:
         session = _Session(dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch, strategy)
         if resuming:
@@ -160,6 +160,7 @@ class _Session:
         ema_classifier = self.ema.shadows["classifier"]
         self.ema_logits = tf.function(lambda x: ema_classifier(x, training=False))
         self.ema_attack = tf.function(self._ema_attack)
+        self.ema_monitor = tf.function(lambda x, y, x_adv: self.defense.monitor(self.ema.shadows, x, y, x_adv))
 
     def _ema_attack(self, x, y):
         self.noise.begin(first_draw=_MONITOR_DRAWS)  # apart from the train step's draws
@@ -258,12 +259,18 @@ class _Session:
     def _end_of_epoch(self, log: RunLog, epoch: int, window: MetricWindow, seconds: float) -> dict:
         step = int(self.step.numpy())
         test_acc = self._accuracy(self.dataset.test_images, self.dataset.test_labels)
-        x_adv = np.concatenate([self.ema_attack(x, y).numpy() for x, y in self._monitor_batches()])
+        x_adv, diagnostics = [], []
+        for x, y in self._monitor_batches():
+            x_adv.append(self.ema_attack(x, y).numpy())
+            diagnostics.append((len(y), self.ema_monitor(x, y, x_adv[-1])))
+        x_adv = np.concatenate(x_adv)
         adv_acc = self._accuracy(x_adv, self.monitor_y, scaled=True)
         norms = np.sqrt(((x_adv - self.monitor_x) ** 2).reshape(len(x_adv), -1).sum(axis=1))
         record = {"epoch": epoch + 1, "test_acc": test_acc, "monitor_adv_acc": adv_acc,
                   "monitor_delta_l2_mean": float(norms.mean()),
                   "monitor_delta_l2_median": float(np.median(norms)),
+                  **{f"monitor_{k}": float(sum(n * float(m[k]) for n, m in diagnostics) / len(x_adv))
+                     for k in diagnostics[0][1]},
                   "seconds_per_epoch": seconds,
                   **{f"train_{k}": v for k, v in window.summary().items()}}
         log.scalars(step, {k: v for k, v in record.items() if k != "epoch"}, "epoch")

@@ -52,11 +52,22 @@ def setting_defaults(**groups) -> dict:
 
 
 def with_defaults(stored: dict, defaults: dict) -> dict:
-    """A run's recorded settings, plus the current default of each setting it does not record.
+    """A run's recorded settings in today's names, plus the current default of each setting it
+    does not record.
 
     Such a setting was added to the code after the run was made, and a new setting's default keeps
     the old behaviour, so the default is what the run used."""
-    return {**defaults, **stored}
+    return {**defaults, **migrate_settings(stored)}
+
+
+def migrate_settings(stored: dict) -> dict:
+    """Settings recorded under names this tool no longer uses, renamed to what replaced them:
+    ``train.mixed_precision`` (a boolean for mixed_float16) became ``train.precision``."""
+    settings = dict(stored)
+    if "train.mixed_precision" in settings:
+        mixed = settings.pop("train.mixed_precision")
+        settings.setdefault("train.precision", "mixed_float16" if mixed else "float32")
+    return settings
 
 
 def check_run_dir(run_dir: Path, settings: dict, overwrite: bool, defaults: dict | None = None) -> bool:

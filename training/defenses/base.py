@@ -41,7 +41,7 @@ def make_optimizer(train: TrainConfig, learning_rate: float | None = None,
                    momentum: float | None = None) -> keras.optimizers.Optimizer:
     """Adam at ``train.lr`` (Table 1: 5e-4, no weight decay) unless another learning rate is given,
     or momentum SGD when ``momentum`` is (or ``--optimizer sgd``: momentum 0.9); loss-scaled under
-    mixed precision, for every network."""
+    mixed_float16 (not bfloat16, whose exponent range is float32's), for every network."""
     learning_rate = train.lr if learning_rate is None else learning_rate
     if momentum is None and train.optimizer == "sgd":
         momentum = SGD_MOMENTUM
@@ -49,7 +49,7 @@ def make_optimizer(train: TrainConfig, learning_rate: float | None = None,
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     else:
         optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
-    if train.mixed_precision:
+    if train.loss_scaling:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
@@ -103,25 +103,47 @@ class Defense:
         return self.classifier_update(x, x_adv, y)
 
     def classifier_update(self, x, x_adv, y) -> dict[str, tf.Tensor]:
-        """One optimizer step on (1 - a) CE(F(x)) + a CE(F(x_adv)), x_adv held constant.
+        """One optimizer step on (1 - a) CE(F(x)) + a CE(F(x_adv)), x_adv held constant."""
+        with tf.GradientTape() as tape:
+            loss, _, metrics = self.classifier_objective(x, x_adv, y)
+            scaled = scaled_mean(self.optimizer, loss)
+        apply_gradients(self.optimizer, tape, scaled, self.classifier.trainable_variables)
+        metrics.update(delta_l2=l2_norm(x_adv - x))
+        return metrics
+
+    def classifier_objective(self, x, x_adv, y):
+        """The classifier's side of eq. 4, per example, to be differentiated by the caller's tape:
+        returns (loss, CE(F(x_adv), y), metrics).
 
         With a = 1 (Table 1) the clean forward pass is skipped: it would cost a third of a
         clean step and contribute nothing to the gradient.
         """
         a = self.cfg.adv_coeff
-        variables = self.classifier.trainable_variables
-        with tf.GradientTape() as tape:
-            adv_logits = self.classifier(x_adv, training=True)
-            adv_ce = per_example_cross_entropy(y, adv_logits)
-            metrics = {"adv_loss": tf.reduce_mean(adv_ce), "adv_acc": accuracy(y, adv_logits)}
-            clean_ce = tf.zeros_like(adv_ce)
-            if a < 1.0:
-                clean_logits = self.classifier(x, training=True)
-                clean_ce = per_example_cross_entropy(y, clean_logits)
-                metrics.update(clean_loss=tf.reduce_mean(clean_ce), clean_acc=accuracy(y, clean_logits))
-            loss = adversarial_training_loss(clean_ce, adv_ce, a)
-            scaled_loss = self.optimizer.scale_loss(global_batch_mean(loss))
-        grads = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        metrics.update(loss=tf.reduce_mean(loss), delta_l2=l2_norm(x_adv - x))
-        return metrics
+        adv_logits = self.classifier(x_adv, training=True)
+        adv_ce = per_example_cross_entropy(y, adv_logits)
+        metrics = {"adv_loss": tf.reduce_mean(adv_ce), "adv_acc": accuracy(y, adv_logits)}
+        clean_ce = tf.zeros_like(adv_ce)
+        if a < 1.0:
+            clean_logits = self.classifier(x, training=True)
+            clean_ce = per_example_cross_entropy(y, clean_logits)
+            metrics.update(clean_loss=tf.reduce_mean(clean_ce), clean_acc=accuracy(y, clean_logits))
+        loss = adversarial_training_loss(clean_ce, adv_ce, a)
+        metrics["loss"] = tf.reduce_mean(loss)
+        return loss, adv_ce, metrics
+
+    def monitor(self, networks: dict[str, keras.Model], x, y, x_adv) -> dict[str, tf.Tensor]:
+        """Extra per-epoch diagnostics of the training attack on the monitor images (batch means,
+        logged beside the loop's own); none by default."""
+        return {}
+
+
+def scaled_mean(optimizer: keras.optimizers.Optimizer, per_example_loss) -> tf.Tensor:
+    """The loss an optimizer differentiates: the global batch mean, loss-scaled under
+    mixed_float16. Call it inside the tape."""
+    return optimizer.scale_loss(global_batch_mean(per_example_loss))
+
+
+def apply_gradients(optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, scaled_loss, variables) -> None:
+    """One optimizer step on ``variables`` from ``tape``'s gradient of ``scaled_loss`` (which
+    ``scaled_mean`` made; the optimizer unscales)."""
+    optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
