@@ -71,9 +71,15 @@ def _figure2(report: dict, fgm_points: list[dict], path: Path) -> str:
 
 
 def _title(report: dict, what: str) -> str:
+    """Says which test images each axis is measured on: the benign accuracies are training's own
+    records (its --test_limit subset), rho_cw is the report's."""
     protocol = report["protocol"]
-    return (f"{what}\n{protocol['dataset']}; benign accuracy on {protocol['test_images']} test images, "
-            f"rho_cw on {protocol.get('curve_test_images', protocol['test_images'])}")
+    subsets = list(protocol.get("recorded_benign_subsets") or {})
+    recorded = (subsets[0] if len(subsets) == 1 else "DIFFERENT subsets per run, not comparable" if subsets
+                else "its own test subset")
+    return (f"{what}\n{protocol['dataset']}; benign accuracy as training recorded it on {recorded}; "
+            f"rho_cw on {protocol.get('curve_test_images', protocol['test_images'])} of the report's "
+            f"{protocol['test_images']} test images")
 
 
 def _save(fig, path: Path) -> str:

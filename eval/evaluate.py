@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 import data
-from eval import masking, report
-from eval.config import MIN_NORM_ATTACKS, EvalConfig
+from eval import masking, outputs, report
+from eval.config import ATTACKS, MIN_NORM_ATTACKS, EvalConfig
 from eval.metrics import accuracy_under_budget, summarize
 from eval.pgn_attack import figure3_points
 from eval.runs import load_run
@@ -35,6 +35,10 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
             role = "--source_run" if other is source else "--run_dir"
             raise RunDirError(f"{role} {other.run_dir} was trained on {other.config['dataset']['name']}, "
                               f"not {reference['name']} like {runs[0].run_dir}: attacks must share one test set")
+    eval_dir = Path(cfg.eval_dir or runs[0].run_dir / "eval")
+    # Before any data is read or attack run: a folder that cannot be written fails now, in one line.
+    inputs = _inputs(cfg, runs)
+    set_aside = outputs.prepare(eval_dir, "--eval_dir", "results.json", inputs, ("results.json", "results.md"))
     data_cfg = runs[0].data_config(cfg.test_limit, cfg.cache_dir)
     if "pgn" in cfg.attacks:
         data_cfg = dataclasses.replace(data_cfg, train_limit=min(cfg.pgn_train_limit, reference["train_size"]))
@@ -47,9 +51,11 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
 
     targets = [loaded(run) for run in runs]
     attacker = loaded(source) if source else None
-    eval_dir = Path(cfg.eval_dir or runs[0].run_dir / "eval")
+    moved_to = set_aside()
+    if moved_to:
+        say(f"{eval_dir} held an evaluation of other runs or settings: moved it to {moved_to}")
     eval_dir.mkdir(parents=True, exist_ok=True)
-    results = {"protocol": _protocol(cfg, dataset, len(y_test)), "runs": {}}
+    results = {"protocol": {**_protocol(cfg, dataset, len(y_test)), "inputs": inputs}, "runs": {}}
     crafted: dict = {}
     min_norm_outcomes: dict = {a: {} for a in MIN_NORM_ATTACKS}
     plots = []
@@ -94,7 +100,17 @@ def evaluate_target(target: LoadedRun, cfg: EvalConfig, attacker: LoadedRun | No
     run_result["masking_pgd"] = summarize(outcome("masking", target, cfg, crafted=crafted))
     run_result["zero_gradient_fraction"] = zero_gradient_fraction(target, cfg.batch_size)
     run_result["masking_checks"] = masking.run_checks(run_result, cfg)
+    run_result["masking_note"] = masking.low_accuracy_note(run_result["benign_accuracy"],
+                                                           int(target.run.config["dataset"]["num_classes"]))
     return run_result
+
+
+def _inputs(cfg: EvalConfig, runs: list) -> dict:
+    """What an evaluation was made from: an earlier one in the same --eval_dir with other inputs is
+    moved aside; with the same inputs it is rewritten in place (its plots have the same names)."""
+    return {"runs": [str(run.run_dir) for run in runs], "source_run": cfg.source_run,
+            "test_limit": cfg.test_limit, "attacks": list(cfg.attacks),
+            "settings": {a: cfg.attack_settings(a) for a in (*ATTACKS, "masking")}}
 
 
 def _dataset_key(info: dict) -> tuple:

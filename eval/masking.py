@@ -11,6 +11,10 @@ ITERATIVE_SLACK = 0.02             # MIM may not be weaker than one FGM step at 
 TRANSFER_SLACK = 0.02              # white-box may not be weaker than black-box
 MIN_NORM_SUCCESS = 0.95            # unbounded minimum-norm attacks must (nearly) always succeed
 ZERO_GRADIENT_MAX_FRACTION = 0.10  # input gradients exactly zero for more than this: masking
+# Below twice chance (10 classes: 0.2) a model has learnt next to nothing: attacks on it succeed or
+# fail for reasons that say nothing about masking (an untrained smoke run's CW "fails" at 0.74
+# success). Capped at halfway from chance to 1, so that two classes need 0.75, not 1.0.
+MEANINGFUL_BENIGN_TIMES_CHANCE = 2.0
 
 
 def run_checks(summary: dict, cfg) -> list[dict]:
@@ -42,6 +46,16 @@ def run_checks(summary: dict, cfg) -> list[dict]:
                              fraction <= ZERO_GRADIENT_MAX_FRACTION,
                              f"{fraction:.1%} exactly zero (limit {ZERO_GRADIENT_MAX_FRACTION:.0%})"))
     return checks
+
+
+def low_accuracy_note(benign_accuracy: float, num_classes: int) -> str | None:
+    """A note for beside the checks when the model is too inaccurate for them to mean anything."""
+    chance = 1.0 / num_classes
+    threshold = min(MEANINGFUL_BENIGN_TIMES_CHANCE * chance, (1.0 + chance) / 2)
+    if benign_accuracy >= threshold:
+        return None
+    return (f"benign accuracy {benign_accuracy:.3f} is below {threshold:.3f} ({MEANINGFUL_BENIGN_TIMES_CHANCE:g}x "
+            f"chance, at most halfway from chance to 1): too low for these checks to mean anything")
 
 
 def _check(name: str, passed: bool, detail: str) -> dict:

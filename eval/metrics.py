@@ -20,7 +20,11 @@ class Outcome:
 
 def summarize(outcome: Outcome) -> dict:
     """Accuracy after the attack, success rates, and the mean (rho, eq. 6) and median L2 of the
-    successful perturbations over two sets:
+    successful perturbations over two sets.
+
+    Accuracy counts an example as robust only if the model classified it correctly both before and
+    after the attack: DeepFool (which never sees the label) can push a misclassified example onto
+    its true label, and that must not make an attack score above benign accuracy. The L2 sets:
 
     - ``all``: every example the attack left misclassified, those the model already got wrong
       included (their norm is about 0): the figure the paper's reference code reports;
@@ -30,7 +34,7 @@ def summarize(outcome: Outcome) -> dict:
     fooled = outcome.adv_pred != outcome.labels
     out = {
         "n": int(len(outcome.labels)),
-        "accuracy": float(np.mean(~fooled)),
+        "accuracy": float(np.mean(correct_before & ~fooled)),
         "benign_accuracy": float(np.mean(correct_before)),
         "success_rate": float(np.mean(fooled)),
         "success_rate_correct": _mean(fooled[correct_before]),

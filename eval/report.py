@@ -10,6 +10,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 ATTACK_TITLES = {"fgm": "FGM", "mim": "MIM", "deepfool": "DeepFool", "cw": "CW-L2"}
+ROBUST_RULE = ("W-box and B-box acc: an example counts as robust only if the model classified it correctly both "
+               "before and after the attack, so no attack scores above benign accuracy (DeepFool, which does not "
+               "use the label, can push a misclassified example onto its true label; that is not counted).")
+L2_SETS = ("Mean / median L2 are over the successful adversarial examples. **all**: every example the attack "
+           "left misclassified, including those the model already got wrong (the paper's reference code); "
+           "**correct**: only examples classified correctly before the attack.")
 
 
 def _fmt(value, digits=3) -> str:
@@ -21,12 +27,12 @@ def results_markdown(results: dict) -> str:
     lines = [
         f"# Evaluation: {protocol['dataset']}, {protocol['n']} test examples",
         "",
-        f"White-box attacks on each run's EMA classifier (float32). Black-box: crafted on "
-        f"`{protocol['source_run'] or 'none given'}` and transferred. Settings: {protocol['settings_line']}.",
+        "White-box attacks on each run's EMA classifier (float32). "
+        + (f"Black-box: crafted on `{protocol['source_run']}` and transferred." if protocol["source_run"] else
+           "No black-box source given (`--source_run`): the B-box column is empty.")
+        + f" Settings: {protocol['settings_line']}.",
         "",
-        "Mean / median L2 are over the successful adversarial examples. **all**: every example the attack "
-        "left misclassified, including those the model already got wrong (the paper's reference code); "
-        "**correct**: only examples classified correctly before the attack.",
+        L2_SETS,
         "",
         "| run | defense | attack | W-box acc | mean L2 (all) | median L2 (all) | mean L2 (correct) "
         "| median L2 (correct) | B-box acc | benign acc | s/epoch |",
@@ -40,11 +46,12 @@ def results_markdown(results: dict) -> str:
                 f"| {_fmt(white['mean_l2_all'])} | {_fmt(white['median_l2_all'])} | {_fmt(white['mean_l2_correct'])} "
                 f"| {_fmt(white['median_l2_correct'])} | {_fmt(black['accuracy']) if black else '-'} "
                 f"| {_fmt(run['benign_accuracy'])} | {_fmt(run['seconds_per_epoch'], 1)} |")
-    lines += ["", "## Gradient-masking checks", ""]
+    lines += ["", ROBUST_RULE, "", "## Gradient-masking checks", ""]
     for name, run in results["runs"].items():
         failed = [c for c in run["masking_checks"] if not c["passed"]]
         verdict = f"**WARNING: {len(failed)} check(s) failed**" if failed else "all passed"
-        lines.append(f"- `{name}`: {verdict}")
+        note = run.get("masking_note")
+        lines.append(f"- `{name}`: {verdict}" + (f"; {note}" if note else ""))
         for check in run["masking_checks"]:
             mark = "ok" if check["passed"] else "FAILED"
             lines.append(f"  - {mark}: {check['check']} ({check['detail']})")

@@ -7,6 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
+import h5py
 import keras
 
 import data
@@ -59,7 +60,11 @@ class TrainedRun:
             model = build_classifier(info["num_classes"], tuple(info["image_shape"]), self.settings["train.width"])
         finally:
             keras.mixed_precision.set_global_policy(previous)
-        model.load_weights(str(self.weights_path))
+        try:
+            model.load_weights(str(self.weights_path))
+        except (OSError, ValueError, KeyError) as err:
+            raise RunDirError(f"{self.weights_path} does not hold this run's classifier ({type(err).__name__}): "
+                              f"{_WEIGHTS_FIX}") from None
         return model
 
     def fingerprint(self) -> str:
@@ -93,4 +98,19 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> TrainedRun:
     if not run.weights_path.exists():
         raise RunDirError(f"{run_dir} kept no weights for epoch {epoch} (see its {EPOCHS_DIR}/): train it with "
                           f"--keep_checkpoints all, or choose a kept epoch")
+    _check_readable(run.weights_path)
     return run
+
+
+_WEIGHTS_FIX = "restore the file from a copy, or train the run again (--overwrite moves the old one aside)"
+
+
+def _check_readable(weights_path: Path) -> None:
+    """A truncated or corrupt weights file fails here, before any data is read or attack run,
+    instead of as h5py's 'Unable to synchronously open file' traceback."""
+    try:
+        with h5py.File(weights_path, "r"):
+            pass
+    except OSError:
+        raise RunDirError(f"{weights_path} is truncated or corrupt (not a readable HDF5 file): "
+                          f"{_WEIGHTS_FIX}") from None

@@ -89,6 +89,16 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     groups = group(runs)
     table_runs = {d: table_point(rs) for d, rs in groups.items()}
     target = resolve_target(target_spec, table_runs)
+    subsets = recorded_subsets(runs)
+    if len(subsets) > 1:
+        shown = "; ".join(f"{what}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+                          for what, names in subsets.items())
+        if target is not None:
+            raise RunDirError(f"benign-accuracy matching would compare accuracies that training recorded on different "
+                              f"test subsets ({shown}): retrain with one --test_limit, put the runs under separate "
+                              f"--root folders, or pass --match_benign none")
+        say(f"WARNING: the runs' recorded benign accuracies (Figure 5's x axis) come from different test subsets "
+            f"({shown}); they are not comparable")
     say(f"{len(runs)} finished run(s) in {root}" + (f", {len(unfinished)} unfinished (left out)" if unfinished else "")
         + (f"; matching benign accuracy {target:.3f}" if target is not None else ""))
 
@@ -142,6 +152,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     out_dir = Path(root) / REPORT_DIR
     protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
     protocol["curve_test_images"] = int(len(picks))
+    protocol["recorded_benign_subsets"] = subsets
     moved_to = _set_aside_if_different(out_dir, protocol)
     if moved_to:
         say(f"the previous report was made from other runs or settings: moved it to {moved_to}")
@@ -175,6 +186,21 @@ def discover(root: Path) -> tuple[list[StudyRun], list[Path]]:
     if len(datasets) > 1:
         raise RunDirError(f"--root {root} mixes datasets ({', '.join(sorted(datasets))}): one report per dataset")
     return finished, unfinished
+
+
+def recorded_subsets(runs: list[StudyRun]) -> dict[str, list[str]]:
+    """{the test subset on which training recorded benign accuracy, in words: the runs on it}.
+
+    Matching and Figure 5 use those recorded accuracies, not the report's own test images; runs
+    recorded on different subsets (another --test_limit at training) are not comparable."""
+    subsets: dict[str, list[str]] = {}
+    for member in runs:
+        limit = int(member.run.settings.get("data.test_limit") or 0)
+        size = member.run.config["dataset"].get("test_size")
+        what = f"{size} test images (training's --test_limit {limit})" if limit else \
+            f"the whole test split ({size} images)"
+        subsets.setdefault(what, []).append(member.run.name)
+    return subsets
 
 
 def group(runs: list[StudyRun]) -> dict[str, list[StudyRun]]:

@@ -65,7 +65,8 @@ def test_eval_of_two_runs_writes_tables_plots_and_masking_checks(two_runs, tmp_p
 
 
 def test_a_second_eval_reuses_cached_attacks(two_runs, tmp_path, monkeypatch):
-    cfg = EvalConfig(run_dirs=(str(two_runs["none"]),), attacks=("fgm", "deepfool"), eval_dir=str(tmp_path), **FAST)
+    cfg = EvalConfig(run_dirs=(str(two_runs["none"]),), attacks=("fgm", "deepfool"), eval_dir=str(tmp_path / "eval"),
+                     **FAST)
     first = evaluate(cfg, say=lambda *_: None)
     crafted = []
     real_craft = suite.craft
