@@ -65,17 +65,17 @@ def synthetic_images(n: int, classes: int = 5, seed: int = 0, shape=IMAGE_SHAPE)
 
 
 @functools.lru_cache(maxsize=None)
-def small_cnn(classes: int = 5, epochs: int = 10, seed: int = 1):
+def small_cnn(classes: int = 5, epochs: int = 10, seed: int = 1, shape=IMAGE_SHAPE):
     """A conv net trained for a second or two on synthetic_images; cached per process."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([
-        keras.Input(IMAGE_SHAPE),
+        keras.Input(shape),
         keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
         keras.layers.AveragePooling2D(2),
         keras.layers.Flatten(),
         keras.layers.Dense(classes),
     ])
-    x, y = synthetic_images(512, classes)
+    x, y = synthetic_images(512, classes, shape=shape)
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
