@@ -140,7 +140,9 @@ def _fab_run(model_fn, x0, y, targets, eps, norm, n_iter, alpha_max, eta, beta, 
         x_best = tf.where(tf.reshape(closer, per_example), x1, x_best)
         best = tf.where(closer, distance, best)
         x1 = tf.where(tf.reshape(adversarial, per_example), x0 + beta * (x1 - x0), x1)
-        return i + 1, x1, best, x_best
+        # Slices of the stacked projection lose a static batch of 1 (None broadcasts with 1).
+        return (i + 1, tf.ensure_shape(x1, x0.shape), tf.ensure_shape(best, x0.shape[:1]),
+                tf.ensure_shape(x_best, x0.shape))
 
     start = (tf.constant(0), x1, tf.fill([batch], _NOT_FOUND), x0)
     _, _, best, x_best = tf.while_loop(lambda i, *_: i < n_iter, body, start)

@@ -55,6 +55,16 @@ def test_standard_protocol(model_and_data, norm):
     assert result.as_dict()["final_robust_accuracy"] == pytest.approx(result.final_robust_accuracy)
 
 
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-t", "fab-t", "square"])
+def test_each_attack_runs_on_a_single_example(model_and_data, name):
+    """A batch of one (the last robust example of a chunk) keeps its static shape in every loop."""
+    model, x, y = model_and_data
+    row = np.flatnonzero(model(x).numpy().argmax(1) == y)[:1]
+    result = attacks.autoattack(model, x[row], y[row], version="custom", attacks=[name],
+                                attack_kwargs={name: QUICK[name]})
+    assert result.attacked[name] == 1 and result.x_adv.shape == x[row].shape
+
+
 def test_custom_and_rand_versions(model_and_data):
     model, x, y = model_and_data
     custom = attacks.autoattack(model, x[:8], y[:8], version="custom", attacks=["apgd-dlr", "square"],
