@@ -117,6 +117,7 @@ def test_confidence_margin_is_reached(targeted):
 
 # ---- agreement with foolbox ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_agrees_with_foolbox(conv_model_and_data):
     """foolbox 3.3.4 runs the same algorithm (tanh box, Adam, v3's binary search and abort
     rule; only its first abort reference is +inf instead of 1e6, and it places Adam's epsilon
@@ -152,6 +153,7 @@ def test_agrees_with_foolbox(conv_model_and_data):
 
 # ---- properties ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_stays_in_box_and_keeps_shape(conv_model_and_data):
     model, x, y = conv_model_and_data
     # Half the pixels on the faces of a narrower box, where atanh would be infinite unshrunk.

@@ -51,6 +51,7 @@ def test_offline_cifar10_without_a_copy_fails_fast_naming_both_fixes(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_run_dir_with_other_settings_and_a_corrupt_checkpoint_are_refused(tiny_folder, tmp_path):
     common = ["--dataset", f"folder:{tiny_folder}", "--data_dir", str(tmp_path / "tfds"), "--preset", "smoke",
               "--batch_size", "32", "--train_limit", "0", "--test_limit", "0", "--run_dir", str(tmp_path / "run")]
@@ -66,6 +67,7 @@ def test_a_run_dir_with_other_settings_and_a_corrupt_checkpoint_are_refused(tiny
 
 
 @pytest.mark.parametrize("defense", ["none", "fgm", "pgd", "pgn", "l2l", "rvs"])
+@pytest.mark.slow
 def test_smoke_preset_on_the_cifar10_copy(cifar10_jpeg, tmp_path, defense):
     result = run_py("--mode", "train", "--defense", defense, "--preset", "smoke",
                     "--dataset", f"folder:{cifar10_jpeg}", "--run_dir", str(tmp_path / "run"))
@@ -83,6 +85,7 @@ def test_smoke_preset_on_the_cifar10_copy(cifar10_jpeg, tmp_path, defense):
     assert {"tensorflow", "keras", "cleverhans", "numpy"} <= set(config["versions"])
 
 
+@pytest.mark.slow
 def test_a_killed_run_saves_and_the_same_command_resumes_it(tiny_folder, tmp_path):
     args = ["--dataset", f"folder:{tiny_folder}", "--data_dir", str(tmp_path / "tfds"), "--defense", "none",
             "--width", "0.125", "--batch_size", "8", "--epochs", "200", "--log_every_steps", "1",

@@ -335,6 +335,7 @@ def test_steps_and_augment_resolution():
 # ---------------------------------------------------------------------- real data
 
 
+@pytest.mark.slow
 def test_shared_cifar10_jpeg_copy():
     """Reads ../shared/data/cifar10-jpeg. The decoded cache goes to the default
     ~/tensorflow_datasets/decoded_cache, so only the first run ever pays the

@@ -50,6 +50,7 @@ def test_a_corrupt_jpeg_is_one_line_naming_the_file_without_tensorflow_or_libjpe
     assert not (tmp_path / "tfds").exists()  # no cache written
 
 
+@pytest.mark.slow
 def test_a_corrupt_jpeg_through_run_py_is_exit_2_and_one_line(small_folder, tmp_path):
     bad = small_folder / "train" / "class0" / "zz-broken.jpg"  # not the first image: the batched path
     bad.write_bytes(_jpeg_bytes()[:200])

@@ -18,6 +18,7 @@ from training import distribute
 DEFENSES = ("none", "fgm", "pgd", "pgn", "l2l", "rvs")
 
 
+@pytest.mark.slow
 def test_each_defense_steps_the_same_under_mirrored_and_default_strategies():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-m", "tests.distributed_equivalence", *DEFENSES], cwd=ROOT, env=env,
@@ -50,6 +51,7 @@ def _starts(run_dir: Path) -> list[int]:
     return [e["step"] for e in events if e["kind"] == "start"]
 
 
+@pytest.mark.slow
 def test_checkpoints_move_between_strategies(tiny_folder, tmp_path):
     run_dir = tmp_path / "run"
     first = _train(tiny_folder, run_dir, "--stop_after_steps", "2")
@@ -78,6 +80,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_local_workers_train_pgn(tiny_folder, tmp_path):
     run_dir = tmp_path / "run"
     workers = [f"localhost:{_free_port()}" for _ in range(2)]

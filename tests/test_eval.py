@@ -43,6 +43,7 @@ def test_summaries_separate_all_misclassified_from_correct_before():
     np.testing.assert_allclose(accuracy_under_budget(outcome, np.array([0.0, 0.3, 1.0])), [0.75, 0.5, 0.25])
 
 
+@pytest.mark.slow
 def test_eval_of_two_runs_writes_tables_plots_and_masking_checks(two_runs, tmp_path):
     out = tmp_path / "eval"
     results = evaluate(EvalConfig(run_dirs=(str(two_runs["fgm"]), str(two_runs["none"])),
@@ -64,6 +65,7 @@ def test_eval_of_two_runs_writes_tables_plots_and_masking_checks(two_runs, tmp_p
     assert results["protocol"]["n"] == 24
 
 
+@pytest.mark.slow
 def test_a_second_eval_reuses_cached_attacks(two_runs, tmp_path, monkeypatch):
     cfg = EvalConfig(run_dirs=(str(two_runs["none"]),), attacks=("fgm", "deepfool"), eval_dir=str(tmp_path / "eval"),
                      **FAST)
@@ -79,6 +81,7 @@ def test_a_second_eval_reuses_cached_attacks(two_runs, tmp_path, monkeypatch):
     assert third["runs"]["none-seed1"]["attacks"]["fgm"]["white"]["median_l2_all"] == pytest.approx(0.25, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_pgn_as_an_attack_draws_figure3(two_runs, tmp_path):
     cfg = EvalConfig(run_dirs=(str(two_runs["none"]),), attacks=("pgn",), eval_dir=str(tmp_path),
                      pgn_c_l=(0.5, 50.0), pgn_eps=(0.25, 1.0), pgn_epochs=40, **FAST)
@@ -90,6 +93,7 @@ def test_pgn_as_an_attack_draws_figure3(two_runs, tmp_path):
     assert (tmp_path / "figure3_none-seed1.png").exists()
 
 
+@pytest.mark.slow
 def test_bad_eval_input_is_refused(two_runs, tmp_path):
     empty = tmp_path / "untrained"
     empty.mkdir()
@@ -106,6 +110,7 @@ def test_bad_eval_input_is_refused(two_runs, tmp_path):
         evaluate(EvalConfig(run_dirs=(str(two_runs["none"]),), source_run=str(other)), say=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_eval_command_line_errors(two_runs, tmp_path):
     assert_one_line_error(run_py("--mode", "eval", "--run_dir", str(two_runs["none"]), "--attacks", "fgm,laser"),
                           "laser", "--attacks")
@@ -116,6 +121,7 @@ def test_eval_command_line_errors(two_runs, tmp_path):
     assert (tmp_path / "out" / "results.md").exists()
 
 
+@pytest.mark.slow
 def test_deepfool_and_cw_median_l2_match_foolbox_on_a_trained_cnn(two_runs, tiny_folder):
     """The issue's acceptance bar: medians within 2% of foolbox 3.3.4's on a trained model."""
     fb = pytest.importorskip("foolbox")
@@ -156,6 +162,7 @@ def test_deepfool_and_cw_median_l2_match_foolbox_on_a_trained_cnn(two_runs, tiny
     assert_agree(ours, theirs)
 
 
+@pytest.mark.slow
 def test_sibling_defenses_appear_in_the_eval_table_beside_the_others(two_runs, tiny_folder, tmp_path):
     runs = [str(two_runs["fgm"])]
     for defense in ("l2l", "rvs"):

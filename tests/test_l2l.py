@@ -125,6 +125,7 @@ def frozen_classifier():
 
 
 @pytest.mark.parametrize("norm, eps", [("2", 1.0), ("inf", 0.05)])
+@pytest.mark.slow
 def test_the_attacker_learns_to_attack_a_frozen_classifier(frozen_classifier, norm, eps):
     defense = _defense(norm=norm, eps=eps, attacker_lr=3e-3)
     defense.classifier = frozen_classifier

@@ -96,6 +96,7 @@ def _attack_with_frozen_classifier(classifier, c_l, steps=80):
     return float(ce(y, clean_logits)), float(ce(y, classifier(x_adv))), float(tf.reduce_mean(norms))
 
 
+@pytest.mark.slow
 def test_pgn_learns_to_attack_a_frozen_classifier(frozen_classifier):
     clean_ce, adv_ce, mean_l2 = _attack_with_frozen_classifier(frozen_classifier, c_l=1.0)
     assert clean_ce < 0.1, "the classifier should have learnt the colour task"
@@ -105,6 +106,7 @@ def test_pgn_learns_to_attack_a_frozen_classifier(frozen_classifier):
     assert 0.0 < mean_l2 ** 2 < (adv_ce - clean_ce) / 1.0 + 0.5
 
 
+@pytest.mark.slow
 def test_a_larger_c_l_gives_smaller_perturbations(frozen_classifier):
     _, _, weak = _attack_with_frozen_classifier(frozen_classifier, c_l=20.0)
     _, _, strong = _attack_with_frozen_classifier(frozen_classifier, c_l=1.0)

@@ -65,6 +65,7 @@ def test_sweep_specs_are_checked():
             Sweep.parse(bad)
 
 
+@pytest.mark.slow
 def test_a_sweep_trains_only_what_is_missing(tiny_folder, tmp_path):
     root = tmp_path / "sweep"
     done = run_sweep(str(root), Sweep.parse("eps=0.25"), (0,), *_configs(tiny_folder, tmp_path), **QUIET)
@@ -96,6 +97,7 @@ def study_root(tiny_folder, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     report = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
     out = study_root / study.REPORT_DIR
@@ -132,6 +134,7 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     assert not list(study_root.glob(f"{study.REPORT_DIR}.replaced-*"))  # same inputs: rewritten in place
 
 
+@pytest.mark.slow
 def test_a_target_no_run_reaches_is_reported_unmatched(study_root):
     report = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "0.999", 0.01,
                                 curve_test_limit=12, **QUIET)
@@ -146,6 +149,7 @@ def test_a_target_no_run_reaches_is_reported_unmatched(study_root):
     assert unmatched in [p.read_text() for p in kept]  # another target: the old report is moved aside
 
 
+@pytest.mark.slow
 def test_sweep_and_report_command_line_errors(tmp_path):
     assert_one_line_error(run_py("--mode", "sweep", "--sweep", "seed=1,2", "--root", str(tmp_path)), "cannot vary")
     assert_one_line_error(run_py("--mode", "sweep", "--sweep", "eps=0.1"), "--root")

@@ -41,6 +41,7 @@ def test_registry_matches_the_command_line_choices():
 
 
 @pytest.mark.parametrize("defense", DEFENSE_NAMES)
+@pytest.mark.slow
 def test_each_defense_trains_with_one_trace_and_a_complete_run_directory(tiny_folder, tmp_path, defense):
     result = _train(tiny_folder, tmp_path / "run", defense=defense, pgd_steps=3, eps=0.5, rvs_norm="2",
                     gen_width=0.25)
@@ -65,6 +66,7 @@ def test_each_defense_trains_with_one_trace_and_a_complete_run_directory(tiny_fo
         assert epochs[-1]["monitor_zeroed_grad_shift_l2"] > 0.0 and epochs[-1]["monitor_grad_input_rms"] > 0.0
 
 
+@pytest.mark.slow
 def test_loss_falls_and_the_average_learns_the_tiny_task(tiny_folder, tmp_path):
     result = _train(tiny_folder, tmp_path / "run", epochs=6, lr=2e-3)
     train_losses = [r["loss"] for r in _records(tmp_path / "run", "train")]
@@ -72,6 +74,7 @@ def test_loss_falls_and_the_average_learns_the_tiny_task(tiny_folder, tmp_path):
     assert result.epoch_records[-1]["test_acc"] >= 0.9  # three colour classes
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_losses(tiny_folder, tmp_path):
     for name in ("a", "b"):
         _train(tiny_folder, tmp_path / name, defense="pgd", pgd_steps=2, epochs=1)
@@ -80,6 +83,7 @@ def test_same_seed_gives_identical_losses(tiny_folder, tmp_path):
 
 
 @pytest.mark.parametrize("defense", ["pgd", "l2l", "rvs"])
+@pytest.mark.slow
 def test_a_stopped_run_resumes_to_the_same_weights(tiny_folder, tmp_path, defense):
     # PGD and RvS draw random numbers, L2L and RvS have batch norm: resuming must restore the
     # generator's state and every network's statistics.
@@ -106,6 +110,7 @@ def _load_h5(path):
     return arrays
 
 
+@pytest.mark.slow
 def test_different_settings_in_the_same_run_dir_are_refused_and_nothing_is_written(tiny_folder, tmp_path):
     _train(tiny_folder, tmp_path / "run", epochs=1)
     before = sorted(str(p) for p in (tmp_path / "run").rglob("*"))
@@ -114,6 +119,7 @@ def test_different_settings_in_the_same_run_dir_are_refused_and_nothing_is_writt
     assert sorted(str(p) for p in (tmp_path / "run").rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_overwrite_moves_the_old_run_aside(tiny_folder, tmp_path):
     _train(tiny_folder, tmp_path / "run", epochs=1)
     _train(tiny_folder, tmp_path / "run", epochs=1, lr=1e-3, overwrite=True)
@@ -122,12 +128,14 @@ def test_overwrite_moves_the_old_run_aside(tiny_folder, tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["train.lr"] == 1e-3
 
 
+@pytest.mark.slow
 def test_a_longer_run_extends_a_finished_one(tiny_folder, tmp_path):
     _train(tiny_folder, tmp_path / "run", epochs=1)
     result = _train(tiny_folder, tmp_path / "run", epochs=2)
     assert result.step == 12 and [r["epoch"] for r in result.epoch_records] == [2]
 
 
+@pytest.mark.slow
 def test_an_unreadable_checkpoint_is_reported(tiny_folder, tmp_path):
     _train(tiny_folder, tmp_path / "run", epochs=1)
     for shard in (tmp_path / "run" / "checkpoints").glob("*.data-*"):
@@ -136,6 +144,7 @@ def test_an_unreadable_checkpoint_is_reported(tiny_folder, tmp_path):
         _train(tiny_folder, tmp_path / "run", epochs=2)
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_folder, tmp_path, monkeypatch):
     _train(tiny_folder, tmp_path / "run", epochs=1)
     good = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
@@ -151,6 +160,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tin
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.slow
 def test_mixed_precision_trains_resumes_and_evaluates_in_float32(tiny_folder, tmp_path, precision):
     import keras
 
