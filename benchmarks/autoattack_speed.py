@@ -1,0 +1,140 @@
+"""Standard AutoAttack (this project's, attacks/autoattack.py) beside ART 1.20.1's APGD-CE and Square
+on one run's EMA classifier and the same test images.
+
+    python -m benchmarks.autoattack_speed --run_dir runs/RUN --n 256 [--norm 2 --eps 0.5]
+
+Loads the run as benchmarks/attack_speed.py does (eval.runs.load_run, float32 EMA classifier),
+then, after a warm-up call of each contender on a few images (tracing), times:
+- this project's standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square at the original's budgets),
+  printing per attack its seconds, examples attacked, forward passes and robust accuracy;
+- this project's APGD-CE (100 iterations) and Square (--square_queries) alone, on all images;
+- ART's AutoProjectedGradientDescent (cross-entropy, 100 iterations, 1 restart) and SquareAttack
+  (--square_queries, p_init 0.8) through a TensorFlowV2Classifier, on the same images;
+and prints seconds, robust accuracies and the ART / ours time ratios. ART's outputs count only
+where finite and inside the ball and box, as AutoAttack counts its own.
+ART's Square rescales its p schedule to its budget; ours is run with rescale_schedule=True here to
+match (AutoAttack's standard Square does not rescale, as the original).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import attacks  # noqa: E402
+import data  # noqa: E402
+from eval.runs import load_run  # noqa: E402
+
+flags.DEFINE_string("run_dir", None, "A trained run whose EMA classifier is attacked.", required=True)
+flags.DEFINE_integer("n", 256, "Test images.")
+flags.DEFINE_integer("batch_size", 128, "Batch size of every implementation.")
+flags.DEFINE_enum("norm", "2", ["2", "inf"], "Threat model.")
+flags.DEFINE_float("eps", None, "Radius; default 0.5 (L2) or 8/255 (L-inf).")
+flags.DEFINE_integer("square_queries", 5000, "Square Attack's query budget (both implementations).")
+flags.DEFINE_integer("seed", 0, "Seed of this project's attacks.")
+FLAGS = flags.FLAGS
+
+
+def _robust_accuracy(model_fn, x, y, x_adv, eps, norm):
+    x_adv = np.asarray(x_adv, np.float32)
+    flat = x_adv.reshape(len(x), -1)
+    valid = np.all(np.isfinite(flat), axis=1)
+    x_adv = np.where(valid[:, None, None, None], np.nan_to_num(x_adv), x)
+    delta = (x_adv - x).reshape(len(x), -1).astype(np.float64)
+    radius = np.abs(delta).max(1) if norm == np.inf else np.sqrt((delta ** 2).sum(1))
+    valid &= (radius <= eps + 1e-5) & (flat.min(1) >= -1e-6) & (flat.max(1) <= 1 + 1e-6)
+    predictions = np.concatenate([np.argmax(np.asarray(model_fn(tf.constant(x_adv[i:i + FLAGS.batch_size]))), -1)
+                                  for i in range(0, len(x), FLAGS.batch_size)])
+    return float(np.mean((predictions == y) | ~valid))
+
+
+def _timed(fn, x, y):
+    fn(x[:8], y[:8])  # warm-up: trace and compile
+    started = time.perf_counter()
+    out = fn(x, y)
+    return time.perf_counter() - started, out
+
+
+def _batched(fn):
+    def run(x, y):
+        return np.concatenate([np.asarray(fn(x[i:i + FLAGS.batch_size], y[i:i + FLAGS.batch_size]))
+                               for i in range(0, len(y), FLAGS.batch_size)])
+    return run
+
+
+def main(_):
+    from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
+    from art.estimators.classification import TensorFlowV2Classifier
+    import art
+    import keras
+
+    norm = np.inf if FLAGS.norm == "inf" else 2
+    eps = FLAGS.eps if FLAGS.eps is not None else importlib.import_module("attacks.autoattack").DEFAULT_EPS[norm]
+    run = load_run(FLAGS.run_dir)
+    dataset = data.load_dataset(run.data_config(test_limit=FLAGS.n))
+    x = dataset.test_images.astype(np.float32) / 255.0
+    y = dataset.test_labels.astype(np.int64)
+    model = run.build_classifier()
+    model_fn = lambda images: model(images, training=False)  # noqa: E731
+    classes = int(model_fn(x[:1]).shape[-1])
+    classifier = TensorFlowV2Classifier(
+        model=model, nb_classes=classes, input_shape=x.shape[1:], clip_values=(0.0, 1.0),
+        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def onehot(labels):
+        return np.eye(classes, dtype=np.float32)[labels]
+
+    contenders = {
+        ("APGD-CE", "ours"): _batched(lambda xb, yb: attacks.apgd(model_fn, xb, y=yb, eps=eps, norm=norm, n_iter=100,
+                                                                  seed=FLAGS.seed)),
+        ("APGD-CE", "ART"): lambda xb, yb: AutoProjectedGradientDescent(
+            classifier, norm=norm, eps=eps, eps_step=2 * eps, max_iter=100, targeted=False, nb_random_init=1,
+            batch_size=FLAGS.batch_size, loss_type="cross_entropy", verbose=False).generate(xb, y=onehot(yb)),
+        ("Square", "ours"): _batched(lambda xb, yb: attacks.square_attack(
+            model_fn, xb, y=yb, eps=eps, norm=norm, n_queries=FLAGS.square_queries, seed=FLAGS.seed)),
+        ("Square", "ART"): lambda xb, yb: SquareAttack(
+            classifier, norm=norm, eps=eps, max_iter=FLAGS.square_queries, p_init=0.8, nb_restarts=1,
+            batch_size=FLAGS.batch_size, verbose=False).generate(xb, y=onehot(yb)),
+    }
+    rows = {}
+    for key, fn in contenders.items():
+        seconds, x_adv = _timed(fn, x, y)
+        rows[key] = (seconds, _robust_accuracy(model_fn, x, y, x_adv, eps, norm))
+
+    attacks.autoattack(model_fn, x[:8], y[:8], eps=eps, norm=norm, batch_size=FLAGS.batch_size,
+                       attack_kwargs={"apgd-ce": dict(n_iter=2), "apgd-t": dict(n_iter=2),
+                                      "fab-t": dict(n_iter=2), "square": dict(n_queries=2)})  # warm-up
+    started = time.perf_counter()
+    result = attacks.autoattack(model_fn, x, y, eps=eps, norm=norm, batch_size=FLAGS.batch_size, seed=FLAGS.seed)
+    total = time.perf_counter() - started
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; tensorflow "
+          f"{tf.__version__}, ART {art.__version__}; run {run.name}, {len(y)} test images of {dataset.name}, "
+          f"L{FLAGS.norm} eps {eps:.5g}, batch {FLAGS.batch_size}, Square {FLAGS.square_queries} queries")
+    print("\nthis project's standard AutoAttack:")
+    print("| stage | seconds | attacked | forward passes | robust accuracy |")
+    print("|---|---|---|---|---|")
+    for stage, accuracy in result.robust_accuracy.items():
+        print(f"| {stage} | {result.seconds[stage]:.1f} | {result.attacked.get(stage, len(y))} | "
+              f"{result.forward_passes[stage]} | {accuracy:.4f} |")
+    print(f"| total | {total:.1f} | | {sum(result.forward_passes.values())} | {result.final_robust_accuracy:.4f} |")
+    print("\nsingle attacks on all images:")
+    print("| attack | implementation | seconds | robust accuracy | ART / ours seconds |")
+    print("|---|---|---|---|---|")
+    for attack in ("APGD-CE", "Square"):
+        ours, theirs = rows[(attack, "ours")], rows[(attack, "ART")]
+        print(f"| {attack} | ART {art.__version__} | {theirs[0]:.1f} | {theirs[1]:.4f} | 1 |")
+        print(f"| {attack} | this project | {ours[0]:.1f} | {ours[1]:.4f} | {theirs[0] / ours[0]:.2f}x |")
+    print(f"\nstandard AutoAttack vs ART's APGD-CE + Square: {total:.1f} s vs "
+          f"{rows[('APGD-CE', 'ART')][0] + rows[('Square', 'ART')][0]:.1f} s")
+
+
+if __name__ == "__main__":
+    app.run(main)
