@@ -12,7 +12,8 @@ cpu_full  The second CPU-scale reproduction (docs/results/cifar10-cpu-full/): al
        both at width 0.5 (G keeps Table 1's size relative to F: about 1.2x its FLOPs), every epoch
        kept for matching, benign accuracy on the whole 10,000-image test split.
        ``python run.py --mode train --defense none --preset cpu_full --dataset folder:PATH``.
-smoke  Seconds, for tests and a first try: a tiny classifier on 512 training images, one epoch.
+smoke  Seconds, for tests and a first try: a tiny classifier on 2,048 training images (512 test
+       images), one epoch.
 """
 from __future__ import annotations
 
