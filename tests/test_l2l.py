@@ -174,6 +174,7 @@ def test_two_step_gradients_reach_the_weights_through_the_first_call(monkeypatch
 
 
 @pytest.mark.parametrize("variant, norm", COMBOS)
+@pytest.mark.slow
 def test_a_compiled_step_trains_both_networks_and_traces_once(variant, norm):
     defense = _defense(variant, norm)
     x, y = _color_data(n=8)

@@ -146,6 +146,7 @@ def test_each_step_touches_only_its_own_weights():
     assert not _changed(generator_before, defense.generator)
 
 
+@pytest.mark.slow
 def test_generator_steps_raise_the_ot_distance_on_a_frozen_classifier():
     # lr 0.05, not the paper's 0.01: on this tiny classifier OT starts near 0.005, and 40 steps at
     # 0.01 raised it 1.3x-2.8x over seeds 0-3, at 0.05 4.3x-9.7x.
