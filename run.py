@@ -8,6 +8,7 @@ found) ends with one line on stderr and exit code 2, before anything is written.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -54,8 +55,8 @@ flags.DEFINE_boolean("mixed_precision", None, "Deprecated: the same as --precisi
 # Defense
 flags.DEFINE_enum("defense", "pgn", DEFENSE_NAMES,
                   "Training method: none (clean), fgm, pgd, pgn (the paper), l2l or rvs (sibling methods).")
-flags.DEFINE_float("eps", 0.5, "Radius of the training perturbations (pixels in [0, 1]): L2, or L-inf for "
-                   "--rvs_norm/--l2l_norm inf, whose default is 8/255 instead.")
+flags.DEFINE_float("eps", None, "Radius of the training perturbations (pixels in [0, 1]): L2 (default 0.5), or "
+                   "L-inf for --rvs_norm/--l2l_norm inf (default 8/255).")
 flags.DEFINE_integer("pgd_steps", 10, "PGD iterations (step eps/steps*5/3, random start).")
 flags.DEFINE_float("adv_coeff", 1.0, "a in (1-a) CE(x) + a CE(x_adv).")
 flags.DEFINE_float("c_l", 50.0, "PGN: weight of the generator's ||delta||^2 penalty (eq. 4); lower is stronger.")
@@ -182,23 +183,13 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-LINF_EPS = 8 / 255  # the L-infinity radius of the L2L and RvS papers, for an --eps left unset
-
-
 def _value(name: str):
     """The flag's value: from the command line if given there, else the preset's, else the default."""
     if FLAGS.preset and not FLAGS[name].present and name in PRESETS[FLAGS.preset]:
         return PRESETS[FLAGS.preset][name]
     if name == "precision" and not FLAGS[name].present and FLAGS.mixed_precision is not None:
         return "mixed_float16" if FLAGS.mixed_precision else "float32"
-    if name == "eps" and not FLAGS[name].present and _linf_defense():
-        return LINF_EPS
     return FLAGS[name].value
-
-
-def _linf_defense() -> bool:
-    defense = _value("defense")
-    return (defense == "rvs" and _value("rvs_norm") == "inf") or (defense == "l2l" and _value("l2l_norm") == "inf")
 
 
 def _configs():
@@ -234,6 +225,7 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected argument {argv[1]!r}: every setting is a --flag (see --help)")
     logging.set_verbosity(logging.ERROR)  # tfds warns about every unprepared folder it probes
+    _check_finite_flags()
     if FLAGS.mode == "eval":
         try:
             _eval_config().validate()  # before loading TensorFlow: bad flags fail instantly
@@ -241,6 +233,20 @@ def main(argv):
             _fail(str(err))
     _load_tensorflow()
     {"eval": _evaluate, "train": _train, "sweep": _sweep, "report": _report}[FLAGS.mode]()
+
+
+def _check_finite_flags() -> None:
+    """nan and inf parse as numbers but mean nothing as a setting: refused before any work."""
+    for name in _TOOL_FLAGS:
+        value = _value(name)
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            try:
+                number = float(v) if isinstance(value, list) else v
+            except ValueError:
+                continue  # not a number: the flag's own parser reports it
+            if isinstance(number, float) and not math.isfinite(number):
+                _fail(f"--{name} must be a finite number, got {v}")
 
 
 def _evaluate():

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import statistics
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import keras
 import data
 from models import build_classifier
 from training.loop import EMA_WEIGHTS_FILE, EPOCHS_DIR, epoch_weights_name, setting_defaults
-from training.rundir import CONFIG_FILE, RunDirError, with_defaults
+from training.rundir import CONFIG_FILE, RunDirError, read_config, read_metrics, with_defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +71,14 @@ class TrainedRun:
         return hashlib.sha1(self.weights_path.read_bytes()).hexdigest()[:16]
 
     def seconds_per_epoch(self) -> float | None:
-        """Median training time per epoch from the run's own log (the table's last column)."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return None
-        times = [r["seconds_per_epoch"] for r in map(json.loads, path.read_text().splitlines())
-                 if r.get("kind") == "epoch_record"]
+        """Median time of an epoch's training steps from the run's own log (the table's last
+        column): the per-epoch evaluation is not in it, and epochs that compiled the step (the
+        first of each process; epoch 1 in logs that predate the marker) or were resumed part-way
+        are left out unless no other epoch was logged."""
+        records = read_metrics(self.run_dir, "epoch_record")
+        whole = [r["seconds_per_epoch"] for r in records
+                 if not r.get("partial", False) and not r.get("includes_tracing", r.get("epoch") == 1)]
+        times = whole or [r["seconds_per_epoch"] for r in records]
         return statistics.median(times) if times else None
 
 
@@ -89,11 +90,8 @@ def load_run(run_dir: str | Path, epoch: int | None = None) -> TrainedRun:
     if not (run_dir / EMA_WEIGHTS_FILE).exists():
         raise RunDirError(f"{run_dir} has no trained weights yet ({EMA_WEIGHTS_FILE} is written at the end of "
                           f"each epoch): train it first, or resume it with the same --run_dir")
-    try:
-        config = json.loads(config_path.read_text())
-        config["settings"], config["dataset"]
-    except (ValueError, KeyError) as err:
-        raise RunDirError(f"{config_path} is unreadable ({type(err).__name__}): it was not written by this tool") from None
+    config = read_config(config_path, "pass the --run_dir of a training run made by this tool",
+                         required=("settings", "dataset"))
     run = TrainedRun(run_dir, config, epoch)
     if not run.weights_path.exists():
         raise RunDirError(f"{run_dir} kept no weights for epoch {epoch} (see its {EPOCHS_DIR}/): train it with "

@@ -80,6 +80,7 @@ def test_smoke_preset_on_the_cifar10_copy(cifar10_jpeg, tmp_path, defense):
     assert list((run / "checkpoints").glob("ckpt-*.index"))
     config = json.loads((run / "config.json").read_text())
     assert config["flags"]["preset"] == "smoke" and config["flags"]["defense"] == defense
+    assert not {"test_srcdir", "hbm_oom_exit", "logtostderr"} & set(config["flags"])  # this tool's flags only
     assert config["settings"]["defense.eps"] == pytest.approx(8 / 255 if defense == "rvs" else 0.5)
     assert config["dataset"]["train_size"] == 2048 and config["dataset"]["class_names"][0] == "airplane"
     assert {"tensorflow", "keras", "cleverhans", "numpy"} <= set(config["versions"])

@@ -22,8 +22,8 @@ def _configs(folder, run_dir, defense="none", data_dir=None, **overrides):
                                **{k: overrides.pop(k) for k in list(overrides) if k in TrainConfig.__dataclass_fields__}})
     defense_cfg = DefenseConfig(defense=defense, **{k: overrides.pop(k) for k in list(overrides)
                                                     if k in DefenseConfig.__dataclass_fields__})
-    run_cfg = RunConfig(run_dir=str(run_dir), monitor_size=16, log_every_steps=2,
-                        checkpoint_every_minutes=0, **overrides)
+    run_cfg = RunConfig(**{"run_dir": str(run_dir), "monitor_size": 16, "log_every_steps": 2,
+                           "checkpoint_every_minutes": 0, **overrides})
     return data_cfg, train_cfg, defense_cfg, run_cfg
 
 
@@ -203,3 +203,50 @@ def test_a_run_made_before_a_setting_existed_resumes_at_that_settings_default(tm
     sgd = dict(settings, **{"train.optimizer": "sgd"})
     with pytest.raises(rundir.RunDirError, match="train.optimizer 'adam' -> 'sgd'"):
         rundir.check_run_dir(tmp_path / "run", sgd, overwrite=False, defaults=defaults)
+
+
+def test_a_resumed_run_logs_each_step_once_and_marks_its_partial_epoch(tiny_folder, tmp_path):
+    run = tmp_path / "run"
+    _train(tiny_folder, run, stop_after_steps=3, log_every_steps=1)  # checkpoint at step 3
+    with open(run / "metrics.jsonl", "a") as log:  # what a part killed before its next checkpoint leaves
+        for step in (4, 5):
+            log.write(json.dumps({"step": step, "kind": "train", "loss": 9.0}) + "\n")
+        log.write('{"step": 6, "kind": "tra')  # a line cut short by the kill
+    result = _train(tiny_folder, run, log_every_steps=1)
+    assert result.finished
+    steps = [r["step"] for r in _records(run, "train")]
+    assert steps == sorted(set(steps)) == list(range(1, result.step + 1))
+    assert 9.0 not in [r["loss"] for r in _records(run, "train")]
+    epochs = _records(run, "epoch_record")
+    assert [(r["epoch"], r["partial"], r["includes_tracing"]) for r in epochs] == [(1, True, True), (2, False, False)]
+    assert all(r["seconds_per_epoch"] > 0 and r["seconds_evaluating"] > 0 for r in epochs)
+    assert [r["step"] for r in rundir.read_metrics(run, "train")] == steps
+
+
+def test_the_one_metrics_reader_keeps_the_last_record_of_a_step_logged_twice(tmp_path):
+    records = [{"step": 0, "kind": "start"}, {"step": 2, "kind": "train", "loss": 1.0},
+               {"step": 2, "kind": "train", "loss": 0.5}, {"step": 2, "kind": "start"},
+               {"step": 4, "kind": "epoch_record", "epoch": 1}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [r["loss"] for r in rundir.read_metrics(tmp_path, "train")] == [0.5]
+    assert len(rundir.read_metrics(tmp_path, "start")) == 2 and len(rundir.read_metrics(tmp_path)) == 4
+
+
+def test_a_sweep_over_the_norm_trains_each_run_at_its_norms_radius(tiny_folder, tmp_path):
+    from training.sweep import Sweep, run_sweep
+    data_cfg, train_cfg, defense_cfg, run_cfg = _configs(tiny_folder, tmp_path / "unused", defense="rvs",
+                                                         epochs=1, gen_width=0.25)
+    assert defense_cfg.eps is None  # left to the norm, as run.py leaves an --eps not given
+    status = run_sweep(str(tmp_path / "root"), Sweep.parse("rvs_norm=2,inf"), (0,), data_cfg, train_cfg,
+                       defense_cfg, run_cfg, say=lambda *_: None)
+    assert sorted(status.values()) == ["trained", "trained"]
+    eps = {json.loads((tmp_path / "root" / f"rvs-rvs_norm{n}-seed0" / "config.json").read_text())
+           ["settings"]["defense.eps"] for n in ("2", "inf")}
+    assert eps == {0.5, 8 / 255}
+
+
+def test_clean_training_reports_no_training_attack(tiny_folder, tmp_path):
+    lines = []
+    train(*_configs(tiny_folder, tmp_path / "run", epochs=1), say=lines.append)
+    epoch_line = next(line for line in lines if line.startswith("epoch 1:"))
+    assert "no training attack" in epoch_line and "mean L2" not in epoch_line

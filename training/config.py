@@ -7,6 +7,7 @@ them for CPU-sized runs.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 # The defenses run.py offers; training.defenses.DEFENSES maps each to its class (a test checks
 # the two agree). Kept here so that the command line parses without importing TensorFlow.
@@ -25,6 +26,8 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SGD_MOMENTUM = 0.9
 STRATEGIES = ("default", "mirrored", "multi_worker")  # = training.distribute.STRATEGIES (a test checks)
 GENERATOR_INPUTS = ("grad", "image", "label")  # = models.generator.GENERATOR_INPUTS (a test checks)
+L2_EPS = 0.5        # this project's threat model: L2 0.5 on CIFAR-10 (RobustBench's L2 radius)
+LINF_EPS = 8 / 255  # the L-infinity radius of the L2L and RvS papers
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -45,6 +48,7 @@ class TrainConfig:
         return self.precision == "mixed_float16"
 
     def validate(self) -> None:
+        _finite(self)
         _positive(self, "epochs", "batch_size", "lr", "width")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
@@ -58,7 +62,7 @@ class TrainConfig:
 class DefenseConfig:
     """Which inner attack the classifier trains against, and its strength (names: training.defenses)."""
     defense: str = "pgd"
-    eps: float = 0.5              # L2 radius of FGM / PGD training perturbations (pixels in [0, 1])
+    eps: float | None = None      # radius of the training perturbations (pixels in [0, 1]); None: by norm (resolved())
     pgd_steps: int = 10           # Table 1 "PGD iter"
     adv_coeff: float = 1.0        # a in (1 - a) CE(x) + a CE(x_adv); Table 1 "Adv Coefficient"
     c_l: float = 50.0             # PGN's perturbation penalty (eq. 4; Tables 2-3 use 50)
@@ -80,8 +84,26 @@ class DefenseConfig:
     label_smoothing: float = 0.5
     ot_weight: float = 1.0
 
+    @property
+    def norm(self) -> str:
+        """The norm of the defense's threat model: L-inf for L2L and RvS when asked, else L2."""
+        if self.defense == "rvs":
+            return self.rvs_norm
+        if self.defense == "l2l":
+            return self.l2l_norm
+        return "2"
+
+    def resolved(self) -> "DefenseConfig":
+        """This config with its radius decided: ``eps`` as given, else the norm's default (L2 0.5,
+        L-inf 8/255). The one place a radius is chosen, so that a sweep over the norm, a benchmark
+        and a test get the same radius for the same norm."""
+        if self.eps is not None:
+            return self
+        return dataclasses.replace(self, eps=LINF_EPS if self.norm == "inf" else L2_EPS)
+
     def validate(self) -> None:
-        if self.eps < 0:
+        _finite(self)
+        if self.eps is not None and self.eps < 0:
             raise ValueError(f"--eps must be >= 0, got {self.eps}")
         if self.pgd_steps < 1:
             raise ValueError(f"--pgd_steps must be >= 1, got {self.pgd_steps}")
@@ -129,6 +151,7 @@ class RunConfig:
     cpu_replicas: int = 2         # mirrored without a GPU: logical CPU devices
 
     def validate(self) -> None:
+        _finite(self)
         _positive(self, "log_every_steps", "monitor_size", "max_checkpoints", "cpu_replicas")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'")
@@ -146,6 +169,14 @@ def keeps_epoch(keep_checkpoints: str, epoch: int, epochs: int) -> bool:
     if keep_checkpoints == "all" or epoch == epochs:
         return True
     return keep_checkpoints != "last" and epoch % int(keep_checkpoints) == 0
+
+
+def _finite(cfg) -> None:
+    """Every number of a config is finite: nan or inf would train (or fail) far from the flag."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{field.name} must be a finite number, got {value}")
 
 
 def _positive(cfg, *names: str) -> None:

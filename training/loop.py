@@ -30,10 +30,8 @@ from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
 from training.defenses import DEFENSES, make_defense
 from training.ema import WeightEMA
 from training.monitor import MetricWindow, RunLog, is_finite
+from training.rundir import CHECKPOINTS_DIR, EMA_WEIGHTS_FILE, EPOCHS_DIR, epoch_weights_name  # noqa: F401 (re-exported)
 
-EMA_WEIGHTS_FILE = "ema_classifier.weights.h5"
-CHECKPOINTS_DIR = "checkpoints"
-EPOCHS_DIR = "epochs"  # <run_dir>/epochs/epoch-NNN.weights.h5: kept EMA classifiers (--keep_checkpoints)
 _GRID_EXAMPLES = 8
 _MONITOR_DRAWS = 512  # the per-epoch attack numbers its random draws from here
 PER_EXAMPLE_METRICS = ("delta_l2",)  # gathered over replicas (for the median); the rest averaged
@@ -68,6 +66,7 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     """Trains (or resumes) one run; raises ValueError subclasses for bad input before writing."""
     for cfg in (train_cfg, defense_cfg, run_cfg):
         cfg.validate()
+    defense_cfg = defense_cfg.resolved()  # the radius the run records and trains with
     if defense_cfg.defense not in DEFENSES:
         raise ValueError(f"unknown --defense '{defense_cfg.defense}': choose one of {', '.join(DEFENSES)}")
     defense_cls = DEFENSES[defense_cfg.defense]
@@ -79,6 +78,7 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     chief = distribute.is_chief(strategy)
     if chief:
         resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite, setting_defaults())
+        rundir.check_writable(run_dir, resuming)  # before any work: a read-only place fails now, not after an epoch
     else:  # the chief checks and creates the run directory; the others resume what it saved
         resuming = (run_dir / CHECKPOINTS_DIR).exists()
     dataset = data.load_dataset(data_cfg)
@@ -183,8 +183,8 @@ class _Session:
     def run(self, say) -> TrainResult:
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
                                                   max_to_keep=self.run_cfg.max_checkpoints if self.chief else 1)
-        log = RunLog(self.run_dir if self.chief else None)
         start_step = int(self.step.numpy())
+        log = RunLog(self.run_dir if self.chief else None, resume_at=start_step)
         log.event(start_step, "start", {"resumed": start_step > 0, "total_steps": self.total_steps})
         epoch_records = []
         try:
@@ -220,6 +220,8 @@ class _Session:
             progress = keras.utils.Progbar(self.steps_per_epoch, verbose=1 if sys.stdout.isatty() else 2)
             epoch_window, log_window = MetricWindow(), MetricWindow()
             epoch_started = time.perf_counter()
+            timing = {"partial": epoch == first_epoch and skip > 0,  # resumed mid-epoch: part of an epoch
+                      "includes_tracing": epoch == first_epoch}   # this process's first step compiles it
             for x, y in batches:
                 metrics = self.train_step(x, y)
                 step = int(self.step.numpy())
@@ -244,7 +246,7 @@ class _Session:
                         and time.monotonic() - last_save > 60 * every_minutes):
                     self._save()
                     last_save = time.monotonic()
-            record = self._end_of_epoch(log, epoch, epoch_window, time.perf_counter() - epoch_started)
+            record = self._end_of_epoch(log, epoch, epoch_window, time.perf_counter() - epoch_started, timing)
             records.append(record)
             say(_epoch_line(record))
             self._save()
@@ -256,8 +258,10 @@ class _Session:
                 break
         return records
 
-    def _end_of_epoch(self, log: RunLog, epoch: int, window: MetricWindow, seconds: float) -> dict:
+    def _end_of_epoch(self, log: RunLog, epoch: int, window: MetricWindow, seconds: float, timing: dict) -> dict:
+        """``seconds``: the epoch's training steps alone; the evaluation below is timed apart."""
         step = int(self.step.numpy())
+        evaluation_started = time.perf_counter()
         test_acc = self._accuracy(self.dataset.test_images, self.dataset.test_labels)
         x_adv, diagnostics = [], []
         for x, y in self._monitor_batches():
@@ -271,9 +275,11 @@ class _Session:
                   "monitor_delta_l2_median": float(np.median(norms)),
                   **{f"monitor_{k}": float(sum(n * float(m[k]) for n, m in diagnostics) / len(x_adv))
                      for k in diagnostics[0][1]},
-                  "seconds_per_epoch": seconds,
+                  "seconds_per_epoch": seconds, **timing,
                   **{f"train_{k}": v for k, v in window.summary().items()}}
-        log.scalars(step, {k: v for k, v in record.items() if k != "epoch"}, "epoch")
+        record["seconds_evaluating"] = time.perf_counter() - evaluation_started
+        record["training_attack"] = self.defense.trains_on_attack
+        log.scalars(step, {k: v for k, v in record.items() if k != "epoch" and not isinstance(v, bool)}, "epoch")
         log.event(step, "epoch_record", record)
         log.perturbation_grid(step, self.monitor_x[:_GRID_EXAMPLES], x_adv[:_GRID_EXAMPLES])
         return record
@@ -318,10 +324,6 @@ class _Session:
         tmp.replace(folder / epoch_weights_name(epoch))
 
 
-def epoch_weights_name(epoch: int) -> str:
-    return f"epoch-{epoch:03d}.weights.h5"
-
-
 def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int):
     """Fixed-order numpy batches for evaluation (two shapes at most: full and the remainder)."""
     for start in range(0, len(labels), batch_size):
@@ -329,6 +331,7 @@ def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int):
 
 
 def _epoch_line(record: dict) -> str:
-    return (f"epoch {record['epoch']}: test acc (EMA) {record['test_acc']:.4f}, "
-            f"acc under training attack {record['monitor_adv_acc']:.4f} "
-            f"(mean L2 {record['monitor_delta_l2_mean']:.3f}), {record['seconds_per_epoch']:.1f} s")
+    attack = (f"acc under training attack {record['monitor_adv_acc']:.4f} "
+              f"(mean L2 {record['monitor_delta_l2_mean']:.3f})" if record["training_attack"] else "no training attack")
+    return (f"epoch {record['epoch']}: test acc (EMA) {record['test_acc']:.4f}, {attack}, "
+            f"{record['seconds_per_epoch']:.1f} s training + {record['seconds_evaluating']:.1f} s evaluation")

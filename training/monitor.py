@@ -7,21 +7,29 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from training.rundir import METRICS_FILE, strict_json
+
 
 class RunLog:
     """TensorBoard writer plus an append-only ``metrics.jsonl`` in the run directory; with no
     directory (a multi-worker run's non-chief task) it records nothing."""
 
-    def __init__(self, run_dir: Path | None):
+    def __init__(self, run_dir: Path | None, resume_at: int = 0):
+        """``resume_at``: the step the run resumes from; the log's records past it (written by a
+        part killed before its next checkpoint, and about to be trained again) are dropped, so
+        every step is logged once."""
         self._run_dir = run_dir
         self._writer = None  # opened at the first summary: a process that trains nothing adds no event file
-        self._jsonl = None if run_dir is None else open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        if run_dir is not None and resume_at > 0:
+            _drop_records_after(run_dir / METRICS_FILE, resume_at)
+        self._jsonl = None if run_dir is None else open(run_dir / METRICS_FILE, "a", encoding="utf-8")
 
     @property
     def writer(self):
@@ -41,7 +49,7 @@ class RunLog:
             return
         record = {"step": int(step), "kind": kind, "time": round(time.time(), 3)}
         record.update({k: _jsonable(v) for k, v in values.items()})
-        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
         self._jsonl.flush()
 
     def perturbation_grid(self, step: int, x, x_adv, name: str = "perturbations") -> None:
@@ -53,6 +61,27 @@ class RunLog:
             self._writer.flush()
         if self._jsonl is not None:
             self._jsonl.close()
+
+
+def _drop_records_after(path: Path, step: int) -> None:
+    """Rewrites ``path`` (atomically) without the records whose step is past ``step``, and
+    without a last line cut short by a kill."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if int(record.get("step", 0)) <= step:
+            kept.append(line)
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def perturbation_grid(x, x_adv) -> np.ndarray:

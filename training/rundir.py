@@ -10,15 +10,22 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+EMA_WEIGHTS_FILE = "ema_classifier.weights.h5"
+CHECKPOINTS_DIR = "checkpoints"
+EPOCHS_DIR = "epochs"  # <run_dir>/epochs/epoch-NNN.weights.h5: kept EMA classifiers (--keep_checkpoints)
+TENSORBOARD_DIR = "tensorboard"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Settings that may change between the parts of one run without changing what it learns.
 RESUMABLE_CHANGES = frozenset({"train.epochs"})
@@ -27,6 +34,13 @@ _PACKAGES = ("tensorflow", "keras", "cleverhans", "tensorflow-datasets", "numpy"
 
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked; the message is one line with the fix."""
+
+
+def epoch_weights_name(epoch: int) -> str:
+    return f"epoch-{epoch:03d}.weights.h5"
+
+
+EPOCH_WEIGHTS_PATTERN = re.compile(r"epoch-(\d+)\.weights\.h5$")  # epoch_weights_name's files
 
 
 def default_run_dir(dataset: str, defense_name: str, width: float, seed: int) -> str:
@@ -77,6 +91,8 @@ def check_run_dir(run_dir: Path, settings: dict, overwrite: bool, defaults: dict
     written until the caller knows the whole run can start.
     """
     config_path = run_dir / CONFIG_FILE
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--run_dir {run_dir} is a file, not a directory: choose another --run_dir")
     if not run_dir.exists() or overwrite:
         return False
     if not config_path.exists():
@@ -84,11 +100,8 @@ def check_run_dir(run_dir: Path, settings: dict, overwrite: bool, defaults: dict
             raise RunDirError(f"--run_dir {run_dir} exists and is not a run directory (no {CONFIG_FILE}): "
                               f"choose another --run_dir, or --overwrite to move it aside")
         return False
-    try:
-        stored = with_defaults(json.loads(config_path.read_text())["settings"], defaults or {})
-    except (OSError, ValueError, KeyError) as err:
-        raise RunDirError(f"{config_path} is unreadable ({type(err).__name__}): "
-                          f"choose another --run_dir, or --overwrite to move it aside") from None
+    stored = with_defaults(read_config(config_path, "choose another --run_dir, or --overwrite to move it aside")
+                           ["settings"], defaults or {})
     differences = [
         f"{key} {stored.get(key)!r} -> {settings.get(key)!r}"
         for key in sorted(set(stored) | set(settings))
@@ -99,6 +112,83 @@ def check_run_dir(run_dir: Path, settings: dict, overwrite: bool, defaults: dict
         raise RunDirError(f"--run_dir {run_dir} holds a run with different settings ({shown}): "
                           f"choose another --run_dir, or --overwrite to move the old run aside")
     return True
+
+
+def read_config(config_path: Path, fix: str, required: tuple[str, ...] = ("settings",)) -> dict:
+    """A run's config.json, or a RunDirError saying what is wrong with it and ``fix``: a file cut
+    short (a full disk, a copy interrupted) is not valid JSON; valid JSON without this tool's
+    fields was not written by it."""
+    try:
+        config = json.loads(config_path.read_text())
+    except OSError as err:
+        raise RunDirError(f"{config_path} cannot be read ({type(err).__name__}): {fix}") from None
+    except ValueError:
+        raise RunDirError(f"{config_path} is not valid JSON (truncated or damaged): {fix}") from None
+    missing = [key for key in required if not isinstance(config, dict) or key not in config]
+    if missing:
+        raise RunDirError(f"{config_path} has no '{missing[0]}': it was not written by this tool; {fix}")
+    return config
+
+
+def check_writable(run_dir: Path, resuming: bool) -> None:
+    """Raises a RunDirError unless training can write everything it will write: the run directory
+    (or, for a new one, the nearest existing folder above it), its sub-folders and the log it
+    appends to. Probed by writing, so read-only mounts, ACLs and immutable files are caught too."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        parent = run_dir.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        _probe_folder(parent, f"--run_dir {run_dir} cannot be created")
+        return
+    folders = [run_dir] + [run_dir / name for name in (CHECKPOINTS_DIR, EPOCHS_DIR, TENSORBOARD_DIR)
+                           if (run_dir / name).is_dir()]
+    for folder in folders:
+        _probe_folder(folder, f"--run_dir {run_dir} is not writable" if resuming else
+                      f"--run_dir {run_dir} cannot be used")
+    metrics = run_dir / METRICS_FILE
+    if metrics.exists():
+        try:
+            with open(metrics, "a", encoding="utf-8"):
+                pass
+        except OSError as err:
+            raise RunDirError(f"--run_dir {run_dir} is not writable ({metrics.name}: {err.strerror}): fix its "
+                              f"permissions, or copy the run to a writable place and give that --run_dir") from None
+
+
+def _probe_folder(folder: Path, problem: str) -> None:
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise RunDirError(f"{problem}: {folder} is not writable ({err.strerror}); fix its permissions or "
+                          f"choose a --run_dir on a writable file system") from None
+
+
+def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
+    """The records of a run's metrics.jsonl (those of ``kind`` if given), each (kind, step) once.
+
+    A run killed after logging but before its next checkpoint logged steps that the resumed run
+    trains and logs again (``RunLog.resume`` drops them when it resumes); this reader keeps the
+    last record of each step for what a log written before that fix holds twice. ``start`` events
+    are kept as they are (one per part of the run)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill
+            continue
+    last = {}
+    for i, record in enumerate(records):
+        if record.get("kind") != "start":
+            last[record.get("kind"), record.get("step")] = i
+    kept = [r for i, r in enumerate(records)
+            if r.get("kind") == "start" or last[r.get("kind"), r.get("step")] == i]
+    return [r for r in kept if kind is None or r.get("kind") == kind]
 
 
 def create_run_dir(run_dir: Path, record: dict, overwrite: bool) -> Path | None:
@@ -162,6 +252,19 @@ def git_state() -> dict:
 
 
 def write_json_atomic(path: Path, obj) -> None:
+    """Strict JSON (an undefined number is null, never NaN or Infinity, which other tools'
+    parsers reject), written to a temporary file and renamed, so a reader never sees half of it."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(strict_json(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
     os.replace(tmp, path)
+
+
+def strict_json(obj):
+    """``obj`` with every non-finite float replaced by None (recursively through dicts, lists, tuples)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj

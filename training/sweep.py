@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 from training.config import DefenseConfig, TrainConfig
@@ -44,6 +45,8 @@ class Sweep:
             parsed = tuple(kind(v.strip()) for v in values.split(","))
         except ValueError:
             raise ValueError(f"--sweep {name} takes {kind.__name__} values, got '{values}'") from None
+        if any(isinstance(v, float) and not math.isfinite(v) for v in parsed):
+            raise ValueError(f"--sweep {name} takes finite numbers, got '{values}'")
         if len(set(parsed)) != len(parsed):
             raise ValueError(f"--sweep {name} lists a value twice: '{values}'")
         return cls(name, parsed)
@@ -124,6 +127,8 @@ def _field_type(name: str):
     for cfg in (DefenseConfig, TrainConfig):
         for f in dataclasses.fields(cfg):
             if f.name == name:
+                if f.default is None:  # an optional number ("float | None"): the annotation says which
+                    return {"float": float, "int": int}[str(f.type).split("|")[0].strip()]
                 default = f.default
                 return type(default) if not isinstance(default, bool) else _boolean
     raise KeyError(name)

@@ -67,11 +67,12 @@ class Defense:
     """
 
     name = "base"
+    trains_on_attack = True  # False: no training attack (clean training), so none is reported
 
     def __init__(self, classifier: keras.Model, cfg: DefenseConfig, train: TrainConfig,
                  rng):
         self.classifier = classifier
-        self.cfg = cfg
+        self.cfg = cfg.resolved()
         self.rng = rng
         self.optimizer = make_optimizer(train)
 

@@ -9,6 +9,7 @@ from training.distribute import global_batch_mean
 
 class CleanTraining(Defense):
     name = "none"
+    trains_on_attack = False
 
     def perturb(self, networks, x, y):
         return x
