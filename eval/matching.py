@@ -8,11 +8,9 @@ cannot get within the tolerance is reported as unmatched, never silently compare
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 from pathlib import Path
 
-from training.loop import EPOCHS_DIR
+from training.rundir import EPOCH_WEIGHTS_PATTERN, EPOCHS_DIR, read_metrics
 
 TARGETS = ("clean", "lowest", "none")
 
@@ -36,14 +34,7 @@ class Match:
 def epoch_records(run_dir: Path) -> dict[int, dict]:
     """{epoch: its end-of-epoch record} from the run's log; a resumed run's repeated epoch keeps its
     last record."""
-    path = Path(run_dir) / "metrics.jsonl"
-    records = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            event = json.loads(line) if line.strip() else {}
-            if event.get("kind") == "epoch_record":
-                records[int(event["epoch"])] = event
-    return records
+    return {int(r["epoch"]): r for r in read_metrics(run_dir, "epoch_record")}
 
 
 def epoch_accuracies(run_dir: Path) -> dict[int, float]:
@@ -56,7 +47,7 @@ def kept_epochs(run_dir: Path) -> list[int]:
     folder = Path(run_dir) / EPOCHS_DIR
     if not folder.is_dir():
         return []
-    names = (re.fullmatch(r"epoch-(\d+)\.weights\.h5", p.name) for p in folder.iterdir())
+    names = (EPOCH_WEIGHTS_PATTERN.fullmatch(p.name) for p in folder.iterdir())
     return sorted(int(m.group(1)) for m in names if m)
 
 

@@ -11,8 +11,8 @@ import keras
 
 import data
 from models import build_classifier
-from training.loop import EMA_WEIGHTS_FILE, EPOCHS_DIR, epoch_weights_name, setting_defaults
-from training.rundir import CONFIG_FILE, RunDirError, read_config, read_metrics, with_defaults
+from training.rundir import (CONFIG_FILE, EMA_WEIGHTS_FILE, EPOCHS_DIR, RunDirError, epoch_weights_name, read_config,
+                             read_metrics, recorded_settings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,7 @@ class TrainedRun:
     @property
     def settings(self) -> dict:
         """As recorded, with today's defaults for the settings the run predates."""
-        return with_defaults(self.config["settings"], setting_defaults())
+        return recorded_settings(self.config["settings"])
 
     @property
     def defense(self) -> str:

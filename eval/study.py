@@ -38,7 +38,8 @@ from eval.metrics import summarize
 from eval.runs import TrainedRun, load_run
 from eval.study_tables import DEFENSE_TITLES
 from eval.suite import LoadedRun, outcome
-from training.rundir import CONFIG_FILE, RunDirError, git_state, move_aside, package_versions, write_json_atomic
+from training.rundir import (CONFIG_FILE, RunDirError, git_state, move_aside, package_versions, read_config,
+                             write_json_atomic)
 from training.sweep import is_finished
 
 REPORT_DIR = "report"
@@ -175,7 +176,7 @@ def discover(root: Path) -> tuple[list[StudyRun], list[Path]]:
         raise RunDirError(f"--root {root} is not a directory: give the --root of a --mode sweep")
     finished, unfinished = [], []
     for run_dir in sorted(p for p in root.iterdir() if (p / CONFIG_FILE).exists()):
-        config = json.loads((run_dir / CONFIG_FILE).read_text())
+        config = read_config(run_dir / CONFIG_FILE, "move it out of --root, or train it again with --overwrite")
         if not is_finished(run_dir, config["settings"]["train.epochs"]):
             unfinished.append(run_dir)
             continue

@@ -13,7 +13,6 @@ loop runs the step on every replica.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shutil
 import sys
 import time
@@ -54,13 +53,6 @@ class TrainResult:
         return self.step >= self.total_steps
 
 
-@functools.cache
-def setting_defaults() -> dict:
-    """Every setting's current default, keyed as config.json records settings ("train.lr", ...).
-    Computed once: every read of a run's settings fills from it (callers must not change it)."""
-    return rundir.setting_defaults(data=data.DataConfig, train=TrainConfig, defense=DefenseConfig)
-
-
 def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: DefenseConfig,
           run_cfg: RunConfig, flags: dict | None = None, say=print) -> TrainResult:
     """Trains (or resumes) one run; raises ValueError subclasses for bad input before writing."""
@@ -77,7 +69,8 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     distribute.check_batch_split(train_cfg.batch_size, strategy)
     chief = distribute.is_chief(strategy)
     if chief:
-        resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite, setting_defaults())
+        resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite, rundir.setting_defaults(
+            data=data_cfg, train=train_cfg, defense=defense_cfg))
         rundir.check_writable(run_dir, resuming)  # before any work: a read-only place fails now, not after an epoch
     else:  # the chief checks and creates the run directory; the others resume what it saved
         resuming = (run_dir / CHECKPOINTS_DIR).exists()

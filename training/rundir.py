@@ -74,6 +74,15 @@ def with_defaults(stored: dict, defaults: dict) -> dict:
     return {**defaults, **migrate_settings(stored)}
 
 
+def recorded_settings(stored: dict) -> dict:
+    """A run's config.json "settings" as today's code names and fills them (``with_defaults``): what
+    evaluation, reports and sweeps compare. Reads no TensorFlow-dependent module but ``data``."""
+    import data  # DataConfig's defaults; imported here so that rundir itself stays import-light
+    from training.config import DefenseConfig, TrainConfig
+
+    return with_defaults(stored, setting_defaults(data=data.DataConfig, train=TrainConfig, defense=DefenseConfig))
+
+
 def migrate_settings(stored: dict) -> dict:
     """Settings recorded under names this tool no longer uses, renamed to what replaced them:
     ``train.mixed_precision`` (a boolean for mixed_float16) became ``train.precision``."""

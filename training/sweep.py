@@ -11,10 +11,10 @@ the same command again therefore trains only what is missing.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
+from training import rundir
 from training.config import DefenseConfig, TrainConfig
 
 # Settings a sweep may vary: any training or defense setting but the defense itself and the seed
@@ -73,11 +73,7 @@ def _label(defense: str, name: str | None, value, seed: int) -> str:
 
 def is_finished(run_dir: Path, epochs: int) -> bool:
     """Whether the run's log says it finished ``epochs`` epochs (a run lengthened later has not)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return False
-    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return any(e.get("kind") == "finished" and e.get("epochs") == epochs for e in events)
+    return any(e.get("epochs") == epochs for e in rundir.read_metrics(run_dir, "finished"))
 
 
 def run_sweep(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_cfg: TrainConfig,
@@ -106,7 +102,7 @@ def run_sweep(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_c
             say(f"{header}: finished, skipped")
             status[str(planned_run.run_dir)] = "skipped"
             continue
-        resuming = (planned_run.run_dir / "checkpoints").exists()
+        resuming = (planned_run.run_dir / rundir.CHECKPOINTS_DIR).exists()
         say(f"{header}: {'resuming' if resuming else 'training'}")
         run_flags = {**(flags or {}), **train_over, **defense_over, "run_dir": str(planned_run.run_dir)}
         keras.backend.clear_session()  # one process trains every run: no graph state carried over
