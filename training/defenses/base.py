@@ -146,5 +146,5 @@ def scaled_mean(optimizer: keras.optimizers.Optimizer, per_example_loss) -> tf.T
 
 def apply_gradients(optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, scaled_loss, variables) -> None:
     """One optimizer step on ``variables`` from ``tape``'s gradient of ``scaled_loss`` (which
-    ``scaled_mean`` made; the optimizer unscales)."""
+    ``scaled_mean`` made, or ``optimizer.scale_loss`` of a loss already reduced; the optimizer unscales)."""
     optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))

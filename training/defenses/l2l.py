@@ -45,8 +45,9 @@ import tensorflow as tf
 from attacks.projection import SQUARED_NORM_FLOOR, clip_to_box, non_batch_axes, project
 from models.attacker import build_attacker
 from training.config import NORMS
-from training.defenses.base import Defense, accuracy, cross_entropy, make_optimizer, per_example_cross_entropy
-from training.distribute import global_batch_mean, global_max
+from training.defenses.base import (Defense, accuracy, apply_gradients, cross_entropy, make_optimizer,
+                                    per_example_cross_entropy, scaled_mean)
+from training.distribute import global_max
 
 # The gradient scale's floor: a batch whose input gradient vanishes gives g = 0, not NaN.
 GRAD_MAX_FLOOR = 1e-12
@@ -150,12 +151,10 @@ class L2LTraining(Defense):
         """One Adam step of A against the current classifier, which stays fixed (the follower's
         problem); alone, it trains A as an attack on a fixed model."""
         x = tf.cast(x, tf.float32)
-        variables = self.attacker.trainable_variables
         with tf.GradientTape() as tape:
             x_adv, _ = self.adversarial(self.attacker, self.classifier, x, y, training=True)
             adv_ce = per_example_cross_entropy(y, self.classifier(x_adv, training=False))
             loss = l2l_attacker_loss(adv_ce)
-            scaled = self.attacker_optimizer.scale_loss(global_batch_mean(loss))
-        grads = tape.gradient(scaled, variables)
-        self.attacker_optimizer.apply_gradients(zip(grads, variables))
+            scaled = scaled_mean(self.attacker_optimizer, loss)
+        apply_gradients(self.attacker_optimizer, tape, scaled, self.attacker.trainable_variables)
         return {"attacker_loss": tf.reduce_mean(loss)}

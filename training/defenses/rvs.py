@@ -26,7 +26,7 @@ import tensorflow as tf
 from attacks.projection import clip_eta, l2_norm, project, random_lp_vector
 from models.classifier import with_features
 from models.noise_generator import build_noise_generator
-from training.defenses.base import Defense, accuracy, cross_entropy, make_optimizer
+from training.defenses.base import Defense, accuracy, apply_gradients, cross_entropy, make_optimizer
 from training.distribute import gather_batch, global_batch_mean, replica_share
 from training.optimal_transport import sinkhorn_cost
 
@@ -117,7 +117,6 @@ class RvSTraining(Defense):
 
     def generator_step(self, x):
         """One momentum-SGD step on -OT (section 4) against the current, fixed classifier."""
-        variables = self.generator.trainable_variables
         natural_features, _ = self.features(x, training=False)
         natural_features = tf.stop_gradient(gather_batch(natural_features))
         with tf.GradientTape() as tape:
@@ -125,16 +124,14 @@ class RvSTraining(Defense):
             adv_features, _ = self.features(x_adv, training=False)
             ot_distance = sinkhorn_cost(natural_features, gather_batch(adv_features), OT_EPSILON, OT_ITERATIONS)
             loss = rvs_generator_loss(ot_distance)
-            scaled = self.generator_optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, variables)
-        self.generator_optimizer.apply_gradients(zip(grads, variables))
+            scaled = self.generator_optimizer.scale_loss(loss)  # already a replica's share: not scaled_mean
+        apply_gradients(self.generator_optimizer, tape, scaled, self.generator.trainable_variables)
         return {"generator_loss": -ot_distance}
 
     def classifier_step(self, x, y):
         """One step on CE(F(x_adv), smoothed y) + ot_weight * OT (section 4), x_adv held constant
         (fresh noise, G's updated weights); OT's gradient reaches F through both feature sets."""
         x_adv = tf.stop_gradient(self._synthesize(self.generator, x, training=True))
-        variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
             natural_features, _ = self.features(x, training=True)
             adv_features, adv_logits = self.features(x_adv, training=True)
@@ -144,8 +141,7 @@ class RvSTraining(Defense):
                                                  label_smoothing=self.cfg.label_smoothing)
             loss = rvs_classifier_loss(smoothed_ce, ot_distance, ot_weight=self.cfg.ot_weight)
             scaled = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        apply_gradients(self.optimizer, tape, scaled, self.classifier.trainable_variables)
         return {"loss": tf.reduce_mean(smoothed_ce) + self.cfg.ot_weight * ot_distance,
                 "adv_loss": cross_entropy(y, adv_logits), "adv_acc": accuracy(y, adv_logits),
                 "ot_loss": ot_distance, "delta_l2": l2_norm(x_adv - x)}
