@@ -20,9 +20,9 @@ from absl import app, flags, logging  # noqa: E402
 
 from configs import PRESETS  # noqa: E402
 from eval.config import ATTACKS, DEFAULT_ATTACKS, EvalConfig  # noqa: E402
-from training.config import (DEFENSE_NAMES, GEN_INITS, L2L_VARIANTS, NORMS, OPTIMIZERS,  # noqa: E402
-                             PGN_CLASSIFIER_GRADS, PGN_GRAD_SCALES, PGN_GRADS, PGN_UPDATES, PRECISIONS,
-                             STRATEGIES)
+from training.config import OPTIMIZERS, PRECISIONS, STRATEGIES, DefenseConfig  # noqa: E402
+from training.defenses import NAMES as DEFENSE_NAMES, SETTINGS as DEFENSE_SETTINGS  # noqa: E402
+from training.defenses.settings import declared_fields  # noqa: E402
 
 MODES = ("train", "eval", "sweep", "report")
 EXIT_BAD_INPUT = 2
@@ -52,35 +52,28 @@ flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order, augmentatio
 flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute policy: float32, mixed_float16 (GPUs; ~9x slower on "
                   "a CPU; loss-scaled) or mixed_bfloat16 (CPUs with AMX or AVX512-BF16, TPUs, Ampere+ GPUs).")
 flags.DEFINE_boolean("mixed_precision", None, "Deprecated: the same as --precision mixed_float16.")
-# Defense
-flags.DEFINE_enum("defense", "pgn", DEFENSE_NAMES,
-                  "Training method: none (clean), fgm, pgd, pgn (the paper), l2l or rvs (sibling methods).")
-flags.DEFINE_float("eps", None, "Radius of the training perturbations (pixels in [0, 1]): L2 (default 0.5), or "
-                   "L-inf for --rvs_norm/--l2l_norm inf (default 8/255).")
-flags.DEFINE_integer("pgd_steps", 10, "PGD iterations (step eps/steps*5/3, random start).")
-flags.DEFINE_float("adv_coeff", 1.0, "a in (1-a) CE(x) + a CE(x_adv).")
-flags.DEFINE_float("c_l", 50.0, "PGN: weight of the generator's ||delta||^2 penalty (eq. 4); lower is stronger.")
-flags.DEFINE_enum("pgn_grad", "prob", PGN_GRADS, "PGN: G's gradient input is d/dx of F(x)_y (prob) or of the CE (loss).")
-flags.DEFINE_enum("pgn_update", "simultaneous", PGN_UPDATES,
-                  "PGN: both updates from one forward pass, or generator step then classifier step.")
-flags.DEFINE_string("pgn_inputs", "grad,image,label", "PGN: generator inputs (Appendix D ablation: any subset).")
-flags.DEFINE_enum("pgn_classifier_grad", "fixed", PGN_CLASSIFIER_GRADS,
-                  "PGN: F's update holds x_adv fixed (first order, default), or its gradient also flows through "
-                  "G's gradient input (through_input_gradient: the reference code's second-order path, 1.5x the cost).")
-flags.DEFINE_enum("pgn_grad_scale", "batch_mean", PGN_GRAD_SCALES,
-                  "PGN: G's gradient input is d/dx of the batch mean (paper, reference; each example's is 1/B of "
-                  "its own), per_example (without the 1/B) or unit (each example's gradient over its L2 norm).")
-flags.DEFINE_enum("gen_init", "glorot_uniform", GEN_INITS,
-                  "PGN: the generator's kernel initialiser (Keras's default; the reference code's is he_normal).")
-flags.DEFINE_float("gen_width", 1.0, "PGN, L2L, RvS: width multiplier of the learned attacker network.")
-flags.DEFINE_enum("l2l_norm", "2", NORMS, "L2L: attacker's ball, L2 (||delta|| <= eps) or L-inf (eps * tanh).")
-flags.DEFINE_enum("l2l_variant", "grad", L2L_VARIANTS, "L2L: grad (default), two_step or naive (image only).")
-flags.DEFINE_float("attacker_lr", 1e-3, "L2L: the attacker network's Adam learning rate.")
-flags.DEFINE_enum("rvs_norm", "inf", NORMS, "RvS: the synthesised perturbation's ball (published: L-inf).")
-flags.DEFINE_integer("rvs_z_dim", 640, "RvS: dimension of the generator's noise input.")
-flags.DEFINE_float("rvs_gen_lr", 0.01, "RvS: the generator's momentum-SGD learning rate.")
-flags.DEFINE_float("label_smoothing", 0.5, "RvS: label smoothing of the classifier's cross-entropy.")
-flags.DEFINE_float("ot_weight", 1.0, "RvS: weight of the optimal-transport term in the classifier loss.")
+# Defense: --defense, then every declared setting (training/defenses/*_settings.py), each default
+# written once in its declaration.
+flags.DEFINE_enum("defense", DefenseConfig.defense, DEFENSE_NAMES,
+                  "Training method: " + ", ".join(f"{n} ({c.title})" for n, c in DEFENSE_SETTINGS.items()) + ".")
+
+
+def _define_setting(field, owner: str = "") -> None:
+    """A typed absl flag from a declared setting: its choices as an enum, its kind, its default."""
+    meta, text = field.metadata, f"{owner}{field.metadata['help']}"
+    if meta["choices"] is not None:
+        flags.DEFINE_enum(field.name, field.default, list(meta["choices"]), text)
+    else:
+        define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+                  str: flags.DEFINE_string}[meta["kind"]]
+        define(field.name, field.default, text)
+
+
+for _field in declared_fields(DefenseConfig):
+    _define_setting(_field)
+for _name, _settings in DEFENSE_SETTINGS.items():
+    for _field in declared_fields(_settings):
+        _define_setting(_field, f"{_settings.title} (--defense {_name}): ")
 # Run directory and reporting
 flags.DEFINE_multi_string("run_dir", None, "train: the run directory (default runs/<dataset>-<defense>-w<width>-"
                           "seed<seed>); an existing run with the same settings is resumed. eval: runs to "
@@ -194,7 +187,7 @@ def _value(name: str):
 
 def _configs():
     import data
-    from training.config import DefenseConfig, RunConfig, TrainConfig
+    from training.config import RunConfig, TrainConfig
 
     run_dirs = FLAGS.run_dir or []
     if len(run_dirs) > 1:
@@ -206,7 +199,20 @@ def _configs():
             values["run_dir"] = run_dirs[0] if run_dirs else ""
         return cls(**values)
 
-    return build(data.DataConfig), build(TrainConfig), build(DefenseConfig), build(RunConfig)
+    return build(data.DataConfig), build(TrainConfig), _defense_config(), build(RunConfig)
+
+
+def _defense_config():
+    """The chosen defense with the shared settings and its own; a setting of another defense given
+    on the command line is refused (it would silently do nothing)."""
+    defense = _value("defense")
+    names = DefenseConfig.setting_names(defense)
+    for other in DEFENSE_SETTINGS.values():
+        for field in declared_fields(other):
+            if FLAGS[field.name].present and field.name not in names:
+                raise ValueError(f"--{field.name} is a setting of --defense {other.name}, not of --defense {defense} "
+                                 f"(its settings: {', '.join(names)})")
+    return DefenseConfig(defense, **{name: _value(name) for name in names})
 
 
 def _eval_config() -> EvalConfig:
@@ -279,7 +285,8 @@ def _sweep():
             seeds = tuple(int(s) for s in FLAGS.seeds) if FLAGS.seeds else (_value("seed"),)
         except ValueError:
             raise ValueError(f"--seeds takes comma-separated integers, got {','.join(FLAGS.seeds)}") from None
-        return run_sweep(FLAGS.root, Sweep.parse(FLAGS.sweep), seeds, *_configs(), flags=_used_flags())
+        sweep_spec = Sweep.parse(FLAGS.sweep, _value("defense"))
+        return run_sweep(FLAGS.root, sweep_spec, seeds, *_configs(), flags=_used_flags())
 
     status = _training(sweep)
     outcomes = [s.split(":")[0] for s in status.values()]

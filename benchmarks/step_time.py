@@ -34,7 +34,8 @@ from absl import app, flags, logging  # noqa: E402
 import data  # noqa: E402
 from models import build_classifier  # noqa: E402
 from training.config import PRECISIONS, DefenseConfig, TrainConfig  # noqa: E402
-from training.defenses import make_defense  # noqa: E402
+from training.defenses import SETTINGS, make_defense, title  # noqa: E402
+from training.defenses.settings import declared_fields  # noqa: E402
 from training.ema import WeightEMA  # noqa: E402
 from training.loop import compiled_train_step  # noqa: E402
 
@@ -44,29 +45,52 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("num_classes", 10, "Classes (10: CIFAR-10, 100: CIFAR-100).")
 flags.DEFINE_integer("steps", 10, "Timed steps per defense (after 2 warm-up steps).")
 flags.DEFINE_integer("repeats", 3, "Timing rounds over all defenses; the median round counts.")
-flags.DEFINE_list("defenses", ["none", "fgm", "pgd", "pgn", "pgn:alternating", "l2l", "rvs"], "Defenses to time.")
+# Every registered defense at its defaults, then the variants its declaration names (PGN's update order,
+# L2L's attacker sizes, ...).
+ALL_DEFENSES = [row for name, cls in SETTINGS.items() for row in (name, *(f"{name}:{v}" for v in cls.benchmark_variants))]
+flags.DEFINE_list("defenses", ALL_DEFENSES, "Defenses to time: NAME or NAME:SETTING=VALUE[+SETTING=VALUE] "
+                  "(NAME:VALUE for the one setting of NAME that has VALUE among its choices, e.g. pgn:alternating).")
 flags.DEFINE_list("precision", ["float32"], f"Compute policies to time, comma-separated: {', '.join(PRECISIONS)}.")
 flags.DEFINE_integer("pipeline_examples", 20000, "Images in the input-pipeline timing (0: skip it).")
 FLAGS = flags.FLAGS
 
-LABELS = {"none": "clean", "fgm": "FGM", "pgd": "PGD-10", "pgn": "PGN (simultaneous)",
-          "pgn:alternating": "PGN (alternating)", "l2l": "L2L", "rvs": "RvS"}
+
+def variant(spec: str) -> tuple[str, dict]:
+    """``"pgn:pgn_update=alternating"`` (or ``"pgn:alternating"``) -> ("pgn", {"pgn_update": "alternating"})."""
+    name, _, rest = spec.partition(":")
+    settings = {}
+    for part in filter(None, rest.split("+")):
+        key, sep, value = part.partition("=")
+        if not sep:  # a bare value: the setting whose choices hold it
+            keys = [f.name for f in declared_fields(SETTINGS[name]) if part in (f.metadata["choices"] or ())]
+            if len(keys) != 1:
+                raise app.UsageError(f"--defenses {spec}: '{part}' is not one choice of one {name} setting")
+            key, value = keys[0], part
+        field = next(f for f in declared_fields(SETTINGS[name]) if f.name == key)
+        settings[key] = field.metadata["kind"](value)
+    return name, settings
+
+
+def label(spec: str) -> str:
+    """The table's row name: the defense's title, and the variant's values."""
+    name, settings = variant(spec)
+    return title(name) + (f" ({', '.join(map(str, settings.values()))})" if settings else "")
 
 
 def build_step(defense_name: str, x, y, precision: str = "float32"):
-    """defense_name: a --defense value, or pgn:alternating for PGN's other update order. The
+    """defense_name: a --defense value, or NAME:SETTING=VALUE for one of its variants. The
     networks are built under ``precision``'s policy (a layer keeps the policy it was built with)."""
     import keras
     keras.utils.set_random_seed(0)
-    defense_name, _, update = defense_name.partition(":")
+    defense_name, settings = variant(defense_name)
     train_cfg = TrainConfig(width=FLAGS.width, precision=precision)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
         classifier = build_classifier(FLAGS.num_classes, x.shape[1:], FLAGS.width)
-        defense = make_defense(classifier, DefenseConfig(defense=defense_name, gen_width=FLAGS.gen_width,
-                                                         pgn_update=update or "simultaneous"),
-                               train_cfg, tf.random.Generator.from_seed(0))
+        cfg = DefenseConfig(defense_name, gen_width=FLAGS.gen_width, **settings)
+        cfg.validate()
+        defense = make_defense(classifier, cfg, train_cfg, tf.random.Generator.from_seed(0))
         defense.build()
         ema = WeightEMA(defense.networks, train_cfg.ema_decay)
         step = compiled_train_step(defense, ema, tf.Variable(0, dtype=tf.int64))
@@ -152,7 +176,7 @@ def main(_):
             clean = timing.get(("none", p))
             cells += [f"{timing[name, p]:.4f}", f"{timing[name, p] / clean:.2f}" if clean else "-"]
         cells += [f"{timing[name, precisions[0]] / timing[name, p]:.2f}x" for p in precisions[1:]]
-        print(f"| {LABELS.get(name, name)} | {' | '.join(cells)} | {FLAGS.batch_size / timing[name, precisions[-1]]:.0f} "
+        print(f"| {label(name)} | {' | '.join(cells)} | {FLAGS.batch_size / timing[name, precisions[-1]]:.0f} "
               f"| {memory[name, precisions[-1]]:.0f} |")
     for p in precisions:
         _paper_ratios({name: timing[name, q] for name, q in timing if q == p}, p)

@@ -8,8 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 from eval.study_tables import DEFENSE_TITLES, curve_by_defense  # noqa: E402
-
-_MARKERS = {"none": "*", "fgm": "s", "pgd": "^", "pgn": "o", "l2l": "D", "rvs": "v"}
+from training.defenses import marker  # noqa: E402  (each defense declares its plot marker)
 
 
 def draw(report: dict, out_dir: Path) -> list[str]:
@@ -29,7 +28,7 @@ def _figure5(report: dict, path: Path) -> str:
         for defense, points in curve_by_defense(report["curve_points"], which).items():
             ax.errorbar([p["benign_mean"] for p in points], [p["rho_mean"] for p in points],
                         xerr=[p["benign_std"] for p in points], yerr=[p["rho_std"] for p in points],
-                        marker=_MARKERS.get(defense, "."), capsize=3, label=DEFENSE_TITLES.get(defense, defense))
+                        marker=marker(defense), capsize=3, label=DEFENSE_TITLES.get(defense, defense))
             for p in points:
                 if p["value"] is not None:
                     ax.annotate(f"{p['value']:g}", (p["benign_mean"], p["rho_mean"]), fontsize=6,

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFENSE_TITLES = {"none": "clean", "fgm": "FGM-AT", "pgd": "PGD-AT", "pgn": "PGN", "l2l": "L2L", "rvs": "RvS"}
+from training.defenses import SETTINGS
+
+# Each defense's display name from its declaration (training/defenses/*_settings.py), in table order.
+DEFENSE_TITLES = {name: settings.title for name, settings in SETTINGS.items()}
 
 # Table 2's columns: (key, heading, where in a row the value is).
 TABLE_COLUMNS = (

@@ -169,7 +169,7 @@ def test_sibling_defenses_appear_in_the_eval_table_beside_the_others(two_runs, t
         run_dir = tmp_path / defense
         train(data.DataConfig(dataset=f"folder:{tiny_folder}", data_dir=str(tmp_path / "tfds")),
               TrainConfig(epochs=1, batch_size=16, width=0.125, seed=3),
-              DefenseConfig(defense=defense, eps=0.5, rvs_norm="2", gen_width=0.125),
+              DefenseConfig(defense, eps=0.5, gen_width=0.125, **({"rvs_norm": "2"} if defense == "rvs" else {})),
               RunConfig(run_dir=str(run_dir), monitor_size=16, checkpoint_every_minutes=0), say=lambda *_: None)
         runs.append(str(run_dir))
     evaluate(EvalConfig(run_dirs=tuple(runs), attacks=("fgm",), eval_dir=str(tmp_path / "eval"), **FAST),

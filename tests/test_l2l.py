@@ -11,7 +11,7 @@ import tensorflow as tf
 from attacks.projection import l2_norm
 from models import build_classifier
 from models.attacker import build_attacker
-from training.config import L2L_VARIANTS, NORMS, DefenseConfig, TrainConfig
+from training.config import NORMS, DefenseConfig, TrainConfig
 from training.defenses.base import cross_entropy
 from training.defenses.l2l import L2LTraining, bounded_perturbation, l2l_attacker_loss, scaled_loss_gradient
 from training.ema import WeightEMA
@@ -22,6 +22,7 @@ from tests.helpers import changed as _changed, color_data, weights as _weights
 def _color_data(n=32, **kwargs):
     return color_data(n, **kwargs)
 
+L2L_VARIANTS = DefenseConfig.setting_field("l2l", "l2l_variant").metadata["choices"]
 COMBOS = list(itertools.product(L2L_VARIANTS, NORMS))
 TOL = 1e-5  # float32 rounding of x + delta - x
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from models import build_classifier
 from models.generator import GENERATOR_INPUTS, build_generator
-from training import config
+from training.defenses import pgn_settings
 from training.config import DefenseConfig, TrainConfig
 from training.defenses.pgn import PGNTraining, input_gradient, tanh_box_image
 from tests.helpers import changed as _changed, color_data, weights as _weights
@@ -20,7 +20,7 @@ def _color_data(n=64, **kwargs):
 
 
 def test_generator_inputs_agree_with_the_command_line():
-    assert config.GENERATOR_INPUTS == GENERATOR_INPUTS
+    assert pgn_settings.GENERATOR_INPUTS == GENERATOR_INPUTS
 
 
 @pytest.mark.parametrize("shape, classes", [((28, 28, 1), 10), ((32, 32, 3), 10), ((32, 32, 3), 100)])

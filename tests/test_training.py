@@ -10,8 +10,8 @@ import tensorflow as tf
 
 import data
 from training import rundir
-from training.config import DEFENSE_NAMES, DefenseConfig, RunConfig, TrainConfig
-from training.defenses import DEFENSES
+from training.config import DefenseConfig, RunConfig, TrainConfig
+from training.defenses import NAMES as DEFENSE_NAMES, defense_class
 from training.loop import EMA_WEIGHTS_FILE, TrainingError, train
 
 
@@ -20,8 +20,11 @@ def _configs(folder, run_dir, defense="none", data_dir=None, **overrides):
                                augment=overrides.pop("augment", "flip_shift"))
     train_cfg = TrainConfig(**{"epochs": 2, "batch_size": 16, "width": 0.125, "seed": 3,
                                **{k: overrides.pop(k) for k in list(overrides) if k in TrainConfig.__dataclass_fields__}})
-    defense_cfg = DefenseConfig(defense=defense, **{k: overrides.pop(k) for k in list(overrides)
-                                                    if k in DefenseConfig.__dataclass_fields__})
+    # Settings of other defenses are left out, so one call can name each defense's (pgd_steps, rvs_norm).
+    every_defense = {n for d in DEFENSE_NAMES for n in DefenseConfig.setting_names(d)}
+    defense_settings = {k: overrides.pop(k) for k in list(overrides) if k in every_defense}
+    defense_cfg = DefenseConfig(defense, **{k: v for k, v in defense_settings.items()
+                                            if k in DefenseConfig.setting_names(defense)})
     run_cfg = RunConfig(**{"run_dir": str(run_dir), "monitor_size": 16, "log_every_steps": 2,
                            "checkpoint_every_minutes": 0, **overrides})
     return data_cfg, train_cfg, defense_cfg, run_cfg
@@ -36,8 +39,9 @@ def _records(run_dir, kind):
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
-def test_registry_matches_the_command_line_choices():
-    assert tuple(DEFENSES) == DEFENSE_NAMES
+def test_each_registered_defense_names_a_class_that_trains_it():
+    for name in DEFENSE_NAMES:
+        assert defense_class(name).name == name
 
 
 @pytest.mark.parametrize("defense", DEFENSE_NAMES)
@@ -250,3 +254,48 @@ def test_clean_training_reports_no_training_attack(tiny_folder, tmp_path):
     train(*_configs(tiny_folder, tmp_path / "run", epochs=1), say=lines.append)
     epoch_line = next(line for line in lines if line.startswith("epoch 1:"))
     assert "no training attack" in epoch_line and "mean L2" not in epoch_line
+
+
+# The defense settings config.json held before each defense declared its own: every defense's
+# setting, at the defaults of that time, whatever the run's defense.
+FLAT_DEFENSE_SETTINGS = {
+    "defense.adv_coeff": 1.0, "defense.attacker_lr": 0.001, "defense.c_l": 50.0, "defense.eps": 0.5,
+    "defense.gen_init": "glorot_uniform", "defense.gen_width": 1.0, "defense.l2l_norm": "2",
+    "defense.l2l_variant": "grad", "defense.label_smoothing": 0.5, "defense.ot_weight": 1.0,
+    "defense.pgd_steps": 10, "defense.pgn_classifier_grad": "fixed", "defense.pgn_grad": "prob",
+    "defense.pgn_grad_scale": "batch_mean", "defense.pgn_inputs": "grad,image,label",
+    "defense.pgn_update": "simultaneous", "defense.rvs_gen_lr": 0.01, "defense.rvs_norm": "inf",
+    "defense.rvs_z_dim": 640}
+
+
+def _as_flat_config(run_dir: Path) -> dict:
+    """Rewrites a run's config.json as the flat-config code wrote it; returns today's settings."""
+    config = json.loads((run_dir / "config.json").read_text())
+    today = config["settings"]
+    config["settings"] = {**{k: v for k, v in today.items() if not k.startswith("defense.")},
+                          **FLAT_DEFENSE_SETTINGS, "defense.defense": today["defense.defense"],
+                          "defense.eps": today["defense.eps"], "defense.gen_width": today["defense.gen_width"]}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    return today
+
+
+def test_runs_recorded_with_every_defenses_settings_resume_evaluate_and_report_their_sweep(tiny_folder, tmp_path):
+    from eval.runs import load_run
+    from eval.study import discover, group
+    root = tmp_path / "root"
+    today = {}
+    for eps in (0.25, 0.5):
+        run = root / f"fgm-eps{eps:g}-seed3"
+        assert _train(tiny_folder, run, defense="fgm", eps=eps, epochs=1).finished
+        today[run] = _as_flat_config(run)
+        assert "defense.c_l" not in today[run] and "defense.pgd_steps" not in today[run]
+    run = root / "fgm-eps0.25-seed3"
+    resumed = _train(tiny_folder, run, defense="fgm", eps=0.25, epochs=2)  # not refused as other settings
+    assert resumed.finished and resumed.step == 2 * (96 // 16)
+    assert load_run(run).settings == today[run]  # other defenses' settings dropped, this one's kept
+    runs, unfinished = discover(root)
+    assert not unfinished and len(runs) == 2
+    assert [m.swept for m in group(runs)["fgm"]] == ["defense.eps", "defense.eps"]  # not c_l, pgd_steps, ...
+    with pytest.raises(rundir.RunDirError, match="different settings.*defense.eps"):
+        _train(tiny_folder, run, defense="fgm", eps=0.5, epochs=2)
+

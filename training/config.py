@@ -9,23 +9,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
-# The defenses run.py offers; training.defenses.DEFENSES maps each to its class (a test checks
-# the two agree). Kept here so that the command line parses without importing TensorFlow.
-DEFENSE_NAMES = ("none", "fgm", "pgd", "pgn", "l2l", "rvs")
-PGN_UPDATES = ("simultaneous", "alternating")
-PGN_GRADS = ("prob", "loss")
-PGN_CLASSIFIER_GRADS = ("fixed", "through_input_gradient")
-PGN_GRAD_SCALES = ("batch_mean", "per_example", "unit")
-GEN_INITS = ("glorot_uniform", "he_normal")
-NORMS = ("2", "inf")
-L2L_VARIANTS = ("grad", "two_step", "naive")
+from training.defenses import settings_class
+from training.defenses.settings import NORMS, DefenseSettings, check_settings, declared_fields, setting
+
+__all__ = ["NORMS", "DefenseConfig", "RunConfig", "TrainConfig", "keeps_epoch"]
+
 OPTIMIZERS = ("adam", "sgd")
 # Keras compute policies. bfloat16 has float32's exponent range and needs no loss scaling; float16
 # does (a LossScaleOptimizer per network). Logits, losses and attack gradients stay float32 in each.
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SGD_MOMENTUM = 0.9
 STRATEGIES = ("default", "mirrored", "multi_worker")  # = training.distribute.STRATEGIES (a test checks)
-GENERATOR_INPUTS = ("grad", "image", "label")  # = models.generator.GENERATOR_INPUTS (a test checks)
 L2_EPS = 0.5        # this project's threat model: L2 0.5 on CIFAR-10 (RobustBench's L2 radius)
 LINF_EPS = 8 / 255  # the L-infinity radius of the L2L and RvS papers
 
@@ -58,40 +52,72 @@ class TrainConfig:
             raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class DefenseConfig:
-    """Which inner attack the classifier trains against, and its strength (names: training.defenses)."""
-    defense: str = "pgd"
-    eps: float | None = None      # radius of the training perturbations (pixels in [0, 1]); None: by norm (resolved())
-    pgd_steps: int = 10           # Table 1 "PGD iter"
-    adv_coeff: float = 1.0        # a in (1 - a) CE(x) + a CE(x_adv); Table 1 "Adv Coefficient"
-    c_l: float = 50.0             # PGN's perturbation penalty (eq. 4; Tables 2-3 use 50)
-    pgn_grad: str = "prob"        # G's gradient input: of F(x)_y ("prob", the paper) or of the CE
-    pgn_update: str = "simultaneous"
-    pgn_inputs: str = "grad,image,label"
-    pgn_classifier_grad: str = "fixed"    # x_adv constant for F's update, or the reference's second order
-    pgn_grad_scale: str = "batch_mean"    # G's gradient input: the paper's 1/B-scaled one, per example, or unit L2
-    gen_init: str = "glorot_uniform"      # the generator's kernel initialiser (the reference code: he_normal)
-    gen_width: float = 1.0        # width multiplier of the learned attacker (PGN's G, L2L's A, RvS's G)
-    # L2L (learning to defend by learning to attack; methods.md section 3)
-    l2l_norm: str = "2"           # "2": ||delta||_2 <= eps (this project's threat model); "inf": eps * tanh(h)
-    l2l_variant: str = "grad"     # "grad" | "two_step" | "naive"
-    attacker_lr: float = 1e-3     # the attacker network's Adam learning rate (two time scales)
-    # RvS (robustness via synthesis; methods.md section 4)
-    rvs_norm: str = "inf"         # the published threat model; "2" as an option
-    rvs_z_dim: int = 640
-    rvs_gen_lr: float = 0.01      # the generator's momentum-SGD learning rate
-    label_smoothing: float = 0.5
-    ot_weight: float = 1.0
+    """The defense a run trains with: its name, the settings several defenses share (declared here
+    once), and the defense's own settings (``own``, its declaration in training/defenses/*_settings.py).
+
+    ``DefenseConfig("pgn", c_l=10, gen_width=0.25)`` sorts keyword settings into shared and own and
+    refuses a setting the defense does not have. Own settings read as attributes too (``cfg.c_l``),
+    as config.json records them: ``as_dict`` is the flat {setting: value} of the run's identity,
+    the shared settings and the defense's own, nothing of other defenses.
+    """
+    defense: str = "pgn"
+    eps: float | None = setting(None, "Radius of the training perturbations (pixels in [0, 1]): default by the "
+                                "defense's norm, L2 0.5 or L-inf 8/255 (resolved()).", kind=float, at_least=0.0)
+    adv_coeff: float = setting(1.0, "a in (1-a) CE(x) + a CE(x_adv) (Table 1 'Adv Coefficient').",
+                               at_least=0.0, at_most=1.0)
+    gen_width: float = setting(1.0, "Width multiplier of the learned attacker network (PGN's G, L2L's A, RvS's G).",
+                               above=0.0)
+    own: DefenseSettings | None = None
+
+    def __init__(self, defense: str = "pgn", own: DefenseSettings | None = None, **values):
+        cls = settings_class(defense)
+        shared = {f.name: values.pop(f.name, f.default) for f in declared_fields(DefenseConfig)}
+        unknown = sorted(set(values) - {f.name for f in declared_fields(cls)})
+        if unknown:
+            raise ValueError(f"--{unknown[0]} is not a setting of --defense {defense} (its settings: "
+                             f"{', '.join(self.setting_names(defense))})")
+        if own is None:
+            own = cls(**values)
+        elif type(own) is not cls:
+            raise ValueError(f"the settings of --defense {own.name} cannot configure --defense {defense}")
+        elif values:
+            own = dataclasses.replace(own, **values)
+        for name, value in {"defense": defense, **shared, "own": own}.items():
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        own = self.__dict__.get("own")  # only reached for names that are not fields
+        if own is not None and name in own.__dataclass_fields__:
+            return getattr(own, name)
+        raise AttributeError(f"{type(self).__name__} of --defense {self.__dict__.get('defense')} has no '{name}'")
+
+    @classmethod
+    def setting_names(cls, defense: str) -> tuple[str, ...]:
+        """The settings of ``defense``'s runs: the shared ones, then its own (the sweepable names)."""
+        return tuple(f.name for f in declared_fields(cls)) + tuple(f.name for f in declared_fields(settings_class(defense)))
+
+    @classmethod
+    def setting_field(cls, defense: str, name: str) -> dataclasses.Field:
+        for f in declared_fields(cls) + declared_fields(settings_class(defense)):
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def as_dict(self) -> dict:
+        """{setting: value}: "defense", the shared settings and this defense's own (config.json's)."""
+        shared = {f.name: getattr(self, f.name) for f in declared_fields(self)}
+        return {"defense": self.defense, **shared, **dataclasses.asdict(self.own)}
+
+    def setting_defaults(self) -> dict:
+        """Each setting of this defense at its declared default (eps unresolved: None)."""
+        return DefenseConfig(self.defense).as_dict()
 
     @property
     def norm(self) -> str:
-        """The norm of the defense's threat model: L-inf for L2L and RvS when asked, else L2."""
-        if self.defense == "rvs":
-            return self.rvs_norm
-        if self.defense == "l2l":
-            return self.l2l_norm
-        return "2"
+        """The norm of the defense's threat model (its declaration decides; L2 unless it says)."""
+        return self.own.norm
 
     def resolved(self) -> "DefenseConfig":
         """This config with its radius decided: ``eps`` as given, else the norm's default (L2 0.5,
@@ -102,38 +128,8 @@ class DefenseConfig:
         return dataclasses.replace(self, eps=LINF_EPS if self.norm == "inf" else L2_EPS)
 
     def validate(self) -> None:
-        _finite(self)
-        if self.eps is not None and self.eps < 0:
-            raise ValueError(f"--eps must be >= 0, got {self.eps}")
-        if self.pgd_steps < 1:
-            raise ValueError(f"--pgd_steps must be >= 1, got {self.pgd_steps}")
-        if not 0.0 <= self.adv_coeff <= 1.0:
-            raise ValueError(f"--adv_coeff must be in [0, 1], got {self.adv_coeff}")
-        if self.c_l < 0:
-            raise ValueError(f"--c_l must be >= 0, got {self.c_l}")
-        if self.gen_width <= 0:
-            raise ValueError(f"--gen_width must be > 0, got {self.gen_width}")
-        inputs = self.pgn_inputs.split(",")
-        if not inputs or set(inputs) - set(GENERATOR_INPUTS) or len(set(inputs)) != len(inputs):
-            raise ValueError(f"--pgn_inputs '{self.pgn_inputs}' must be a comma-separated subset of "
-                             f"{','.join(GENERATOR_INPUTS)}")
-        if self.l2l_norm not in NORMS or self.rvs_norm not in NORMS:
-            raise ValueError(f"--l2l_norm and --rvs_norm must be one of {', '.join(NORMS)}")
-        if self.l2l_variant not in L2L_VARIANTS:
-            raise ValueError(f"--l2l_variant must be one of {', '.join(L2L_VARIANTS)}, got {self.l2l_variant}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if min(self.attacker_lr, self.rvs_gen_lr, self.rvs_z_dim) <= 0 or self.ot_weight < 0:
-            raise ValueError("--attacker_lr, --rvs_gen_lr and --rvs_z_dim must be > 0, --ot_weight >= 0")
-        if self.pgn_update not in PGN_UPDATES or self.pgn_grad not in PGN_GRADS:
-            raise ValueError(f"--pgn_update must be one of {PGN_UPDATES}, --pgn_grad one of {PGN_GRADS}")
-        for name, choices in (("pgn_classifier_grad", PGN_CLASSIFIER_GRADS), ("pgn_grad_scale", PGN_GRAD_SCALES),
-                              ("gen_init", GEN_INITS)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"--{name} must be one of {', '.join(choices)}, got '{getattr(self, name)}'")
-        if self.pgn_classifier_grad == "through_input_gradient" and self.pgn_update != "simultaneous":
-            raise ValueError("--pgn_classifier_grad through_input_gradient needs --pgn_update simultaneous "
-                             "(the reference code's order, where F's gradient passes through G's input)")
+        check_settings(self)
+        self.own.validate()
 
 
 @dataclasses.dataclass(frozen=True)

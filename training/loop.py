@@ -26,7 +26,7 @@ import data
 from models import build_classifier
 from training import distribute, rundir
 from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
-from training.defenses import DEFENSES, make_defense
+from training.defenses import defense_class, make_defense
 from training.ema import WeightEMA
 from training.monitor import MetricWindow, RunLog, is_finite
 from training.rundir import CHECKPOINTS_DIR, EMA_WEIGHTS_FILE, EPOCHS_DIR, epoch_weights_name  # noqa: F401 (re-exported)
@@ -59,9 +59,7 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     for cfg in (train_cfg, defense_cfg, run_cfg):
         cfg.validate()
     defense_cfg = defense_cfg.resolved()  # the radius the run records and trains with
-    if defense_cfg.defense not in DEFENSES:
-        raise ValueError(f"unknown --defense '{defense_cfg.defense}': choose one of {', '.join(DEFENSES)}")
-    defense_cls = DEFENSES[defense_cfg.defense]
+    defense_cls = defense_class(defense_cfg.defense)
     run_dir = Path(run_cfg.run_dir or rundir.default_run_dir(
         data_cfg.dataset, defense_cls.run_name(defense_cfg), train_cfg.width, train_cfg.seed))
     settings = rundir.flatten_settings(data=data_cfg, train=train_cfg, defense=defense_cfg)

@@ -49,29 +49,41 @@ def default_run_dir(dataset: str, defense_name: str, width: float, seed: int) ->
 
 
 def flatten_settings(**groups) -> dict:
-    """{"train": TrainConfig(...), ...} -> {"train.lr": 0.0005, ...}: the comparable settings."""
+    """{"train": TrainConfig(...), ...} -> {"train.lr": 0.0005, ...}: the comparable settings (a
+    config with ``as_dict``, the DefenseConfig, gives its own: its defense's settings only)."""
     flat = {}
     for group, cfg in groups.items():
-        for key, value in dataclasses.asdict(cfg).items():
+        values = cfg.as_dict() if hasattr(cfg, "as_dict") else dataclasses.asdict(cfg)
+        for key, value in values.items():
             flat[f"{group}.{key}"] = value
     return flat
 
 
 def setting_defaults(**groups) -> dict:
     """The defaults of ``flatten_settings``' keys, for the settings that have one (config classes
-    or instances)."""
-    return {f"{group}.{field.name}": field.default
-            for group, cfg in groups.items() for field in dataclasses.fields(cfg)
-            if field.default is not dataclasses.MISSING}
+    or instances; a DefenseConfig instance gives its defense's)."""
+    defaults = {}
+    for group, cfg in groups.items():
+        if hasattr(cfg, "setting_defaults") and not isinstance(cfg, type):
+            defaults.update({f"{group}.{key}": value for key, value in cfg.setting_defaults().items()})
+            continue
+        defaults.update({f"{group}.{field.name}": field.default for field in dataclasses.fields(cfg)
+                         if field.default is not dataclasses.MISSING})
+    return defaults
 
 
 def with_defaults(stored: dict, defaults: dict) -> dict:
     """A run's recorded settings in today's names, plus the current default of each setting it
-    does not record.
+    does not record, less the defense settings that are not the run's defense's.
 
     Such a setting was added to the code after the run was made, and a new setting's default keeps
-    the old behaviour, so the default is what the run used."""
-    return {**defaults, **migrate_settings(stored)}
+    the old behaviour, so the default is what the run used. Runs made before each defense declared
+    its own settings recorded every defense's (``defense.c_l`` for an FGM run): ``defaults`` holds
+    the run's defense's keys, and the others, which never changed what it learned, are dropped."""
+    settings = {**defaults, **migrate_settings(stored)}
+    if not any(k.startswith("defense.") for k in defaults):  # no defense defaults given: keep them all
+        return settings
+    return {k: v for k, v in settings.items() if not k.startswith("defense.") or k in defaults}
 
 
 def recorded_settings(stored: dict) -> dict:
@@ -80,7 +92,8 @@ def recorded_settings(stored: dict) -> dict:
     import data  # DataConfig's defaults; imported here so that rundir itself stays import-light
     from training.config import DefenseConfig, TrainConfig
 
-    return with_defaults(stored, setting_defaults(data=data.DataConfig, train=TrainConfig, defense=DefenseConfig))
+    defense = DefenseConfig(migrate_settings(stored).get("defense.defense", DefenseConfig.defense))
+    return with_defaults(stored, setting_defaults(data=data.DataConfig, train=TrainConfig, defense=defense))
 
 
 def migrate_settings(stored: dict) -> dict:

@@ -17,10 +17,18 @@ from pathlib import Path
 from training import rundir
 from training.config import DefenseConfig, TrainConfig
 
-# Settings a sweep may vary: any training or defense setting but the defense itself and the seed
-# (which --seeds varies).
-SWEEPABLE = tuple(f.name for cfg in (DefenseConfig, TrainConfig) for f in dataclasses.fields(cfg)
-                  if f.name not in ("defense", "seed"))
+from training.defenses import NAMES
+
+# Training settings a sweep may vary: all but the seed (which --seeds varies). Of the defense's, any
+# it declares (DefenseConfig.setting_names), the shared ones included.
+_TRAIN_SWEEPABLE = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed")
+
+
+def sweepable(defense: str | None = None) -> tuple[str, ...]:
+    """The settings a sweep of ``defense`` may vary (None: of any defense)."""
+    names = NAMES if defense is None else (defense,)
+    own = dict.fromkeys(n for d in names for n in DefenseConfig.setting_names(d))
+    return _TRAIN_SWEEPABLE + tuple(own)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,18 +37,20 @@ class Sweep:
     values: tuple                    # its values (parsed to the setting's type); (None,) without one
 
     @classmethod
-    def parse(cls, spec: str) -> "Sweep":
-        """``"eps=0.1,0.3"`` -> Sweep("eps", (0.1, 0.3)); ``""`` -> a sweep over seeds only."""
+    def parse(cls, spec: str, defense: str | None = None) -> "Sweep":
+        """``"eps=0.1,0.3"`` -> Sweep("eps", (0.1, 0.3)); ``""`` -> a sweep over seeds only.
+        ``defense``: the setting must be one of that defense's (None: of any defense)."""
         if not spec:
             return cls(None, (None,))
         name, sep, values = spec.partition("=")
         name = name.strip()
         if not sep or not values.strip():
             raise ValueError(f"--sweep takes NAME=V1,V2,... (e.g. eps=0.1,0.3), got '{spec}'")
-        if name not in SWEEPABLE:
-            raise ValueError(f"--sweep cannot vary '{name}': choose a training or defense setting such as "
-                             f"eps, c_l, pgd_steps, adv_coeff, lr or width")
-        kind = _field_type(name)
+        if name not in sweepable(defense):
+            which = f"--defense {defense}'s settings" if defense else "a defense's settings"
+            raise ValueError(f"--sweep cannot vary '{name}': choose a training setting (lr, width, ...) or one of "
+                             f"{which} ({', '.join(n for n in sweepable(defense) if n not in _TRAIN_SWEEPABLE)})")
+        kind = _field_type(name, defense)
         try:
             parsed = tuple(kind(v.strip()) for v in values.split(","))
         except ValueError:
@@ -87,6 +97,8 @@ def run_sweep(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_c
         raise ValueError("--mode sweep needs --root DIR, the directory that holds the sweep's runs")
     if not seeds:
         raise ValueError("--seeds needs at least one seed")
+    if sweep.name is not None and sweep.name not in sweepable(defense_cfg.defense):
+        raise ValueError(f"--sweep {sweep.name}: not a setting of --defense {defense_cfg.defense}")
     status = {}
     planned = plan(Path(root), defense_cfg.defense, sweep, seeds)
     for i, planned_run in enumerate(planned, 1):
@@ -119,15 +131,14 @@ def run_sweep(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_c
     return status
 
 
-def _field_type(name: str):
-    for cfg in (DefenseConfig, TrainConfig):
-        for f in dataclasses.fields(cfg):
-            if f.name == name:
-                if f.default is None:  # an optional number ("float | None"): the annotation says which
-                    return {"float": float, "int": int}[str(f.type).split("|")[0].strip()]
-                default = f.default
-                return type(default) if not isinstance(default, bool) else _boolean
-    raise KeyError(name)
+def _field_type(name: str, defense: str | None):
+    """The type a swept value parses to: the declared setting's kind, else the training field's."""
+    for candidate in (NAMES if defense is None else (defense,)):
+        if name in DefenseConfig.setting_names(candidate):
+            kind = DefenseConfig.setting_field(candidate, name).metadata["kind"]
+            return kind if kind is not bool else _boolean
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return type(field.default) if not isinstance(field.default, bool) else _boolean
 
 
 def _boolean(text: str) -> bool:

@@ -71,6 +71,7 @@ class Defense:
 
     def __init__(self, classifier: keras.Model, cfg: DefenseConfig, train: TrainConfig,
                  rng):
+        cfg.validate()  # the declared choices and bounds (training/defenses/*_settings.py), checked once here
         self.classifier = classifier
         self.cfg = cfg.resolved()
         self.rng = rng

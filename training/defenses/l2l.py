@@ -44,7 +44,6 @@ import tensorflow as tf
 
 from attacks.projection import SQUARED_NORM_FLOOR, clip_to_box, non_batch_axes, project
 from models.attacker import build_attacker
-from training.config import NORMS
 from training.defenses.base import (Defense, accuracy, apply_gradients, cross_entropy, make_optimizer,
                                     per_example_cross_entropy, scaled_mean)
 from training.distribute import global_max
@@ -89,10 +88,7 @@ class L2LTraining(Defense):
     name = "l2l"
 
     def __init__(self, classifier, cfg, train, rng):
-        super().__init__(classifier, cfg, train, rng)
-        if cfg.l2l_variant not in VARIANT_INPUTS or cfg.l2l_norm not in NORMS:
-            raise ValueError(f"--l2l_variant must be one of {', '.join(VARIANT_INPUTS)} and --l2l_norm "
-                             f"one of 2, inf; got {cfg.l2l_variant}, {cfg.l2l_norm}")
+        super().__init__(classifier, cfg, train, rng)  # validates l2l_variant and l2l_norm (l2l_settings.py)
         self.inputs = VARIANT_INPUTS[cfg.l2l_variant]
         self.attacker = build_attacker(classifier.input_shape[1:], self.inputs, cfg.gen_width)
         self.attacker_optimizer = make_optimizer(train, cfg.attacker_lr)
