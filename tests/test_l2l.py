@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from attacks.projection import l2_norm
 from models import build_classifier
-from models.attacker import build_attacker
+from models.attacker import ATTACKER_SIZES, build_attacker
 from training.config import NORMS, DefenseConfig, TrainConfig
 from training.defenses.base import cross_entropy
 from training.defenses.l2l import L2LTraining, bounded_perturbation, l2l_attacker_loss, scaled_loss_gradient
@@ -37,11 +37,12 @@ def _no_graph_rewrites():
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
 
 
-def _defense(variant="grad", norm="2", eps=0.5, attacker_lr=1e-3, lr=5e-4, precision="float32", seed=0):
+def _defense(variant="grad", norm="2", eps=0.5, attacker_lr=1e-3, lr=5e-4, precision="float32", seed=0,
+             size="wide"):
     keras.utils.set_random_seed(seed)
     classifier = build_classifier(3, (16, 16, 3), 0.125)
     cfg = DefenseConfig(defense="l2l", eps=eps, l2l_variant=variant, l2l_norm=norm,
-                        attacker_lr=attacker_lr, gen_width=0.125)
+                        attacker_lr=attacker_lr, gen_width=0.125, l2l_attacker=size)
     defense = L2LTraining(classifier, cfg, TrainConfig(lr=lr, precision=precision),
                           tf.random.Generator.from_seed(seed))
     defense.build()
@@ -65,6 +66,40 @@ def test_attacker_at_full_width_follows_the_public_code():
     assert naive([np.zeros((2, 16, 16, 1), np.float32)]).shape == (2, 16, 16, 1)
     with pytest.raises(ValueError):
         build_attacker((16, 16, 3), inputs=("label",))
+
+
+def test_the_attacker_sizes_follow_the_public_code():
+    assert ATTACKER_SIZES == DefenseConfig.setting_field("l2l", "l2l_attacker").metadata["choices"]
+    assert DefenseConfig("l2l").l2l_attacker == "wide"  # the public training scripts' WideAttacker
+    two = build_attacker((32, 32, 3), size="two_layer")
+    assert [two.get_layer(f"block{i}_conv2").filters for i in (1, 2)] == [128, 64]
+    assert not any(layer.name == "block3_conv2" for layer in two.layers)
+    slim = build_attacker((32, 32, 3), size="slim")
+    assert slim.get_layer("stem").kernel.shape == (3, 3, 6, 128) and slim.get_layer("stem").strides == (2, 2)
+    assert [slim.get_layer(f"block{i}_conv2").filters for i in (1, 2)] == [256, 128]
+    assert slim.get_layer("upsample").filters == 16 and slim.get_layer("upsample").strides == (2, 2)
+    assert slim.get_layer("h_unscaled").kernel.shape == (3, 3, 16 + 6, 3)  # sees [upsampled, x, g]
+    assert float(slim.get_layer("h").scale.numpy()) == 5.0
+    assert slim.output.dtype == "float32"
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    assert slim([x, x]).shape == (2, 32, 32, 3)
+    sizes = {s: build_attacker((32, 32, 3), size=s).count_params() for s in ATTACKER_SIZES}
+    assert sizes["two_layer"] < sizes["slim"] < sizes["wide"]
+    with pytest.raises(ValueError, match="even"):
+        build_attacker((15, 15, 3), size="slim")
+
+
+@pytest.mark.parametrize("size", ["slim", "two_layer"])
+def test_each_attacker_size_trains_in_one_compiled_step(size):
+    defense = _defense(size=size)
+    x, y = _color_data(n=8)
+    attacker_before = _weights(defense.attacker)
+    metrics = tf.function(defense.train_step)(x, y)
+    assert _changed(attacker_before, defense.attacker)
+    assert np.isfinite(float(metrics["attacker_loss"]))
+    x_adv = defense.perturb(defense.networks, tf.constant(x), tf.constant(y))
+    assert np.all(l2_norm(x_adv - x).numpy() <= 0.5 + 1e-5)
+    assert L2LTraining.run_name(defense.cfg).startswith(f"l2l-grad-{size}-")
 
 
 @pytest.mark.parametrize("norm", NORMS)

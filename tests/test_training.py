@@ -299,3 +299,9 @@ def test_runs_recorded_with_every_defenses_settings_resume_evaluate_and_report_t
     with pytest.raises(rundir.RunDirError, match="different settings.*defense.eps"):
         _train(tiny_folder, run, defense="fgm", eps=0.5, epochs=2)
 
+
+def test_an_l2l_run_made_before_attacker_sizes_existed_reads_as_the_wide_attacker(tmp_path):
+    stored = {"data.dataset": "folder:x", "train.lr": 5e-4, **FLAT_DEFENSE_SETTINGS, "defense.defense": "l2l"}
+    settings = rundir.recorded_settings(stored)
+    assert settings["defense.l2l_attacker"] == "wide"  # the four-block attacker those runs were built with
+    assert "defense.c_l" not in settings and settings["defense.attacker_lr"] == 0.001

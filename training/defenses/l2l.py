@@ -35,7 +35,8 @@ Not reproduced from the public code: its classifier optimiser (SGD, lr 0.1, mome
 decay 2e-4, x0.1 at epochs 30 and 60) and the attackers' weight decay. The classifier uses this
 project's Table 1 Adam (``make_optimizer``), so that defenses differ only in their attack; A uses
 Adam(--attacker_lr), loss-scaled under mixed precision. A's filter counts are scaled by
---gen_width, the width of the project's learned perturbation network (PGN's generator).
+--gen_width, the width of the project's learned perturbation network (PGN's generator), and
+--l2l_attacker picks its size (models/attacker.py; default the public scripts' wide one).
 """
 from __future__ import annotations
 
@@ -90,12 +91,13 @@ class L2LTraining(Defense):
     def __init__(self, classifier, cfg, train, rng):
         super().__init__(classifier, cfg, train, rng)  # validates l2l_variant and l2l_norm (l2l_settings.py)
         self.inputs = VARIANT_INPUTS[cfg.l2l_variant]
-        self.attacker = build_attacker(classifier.input_shape[1:], self.inputs, cfg.gen_width)
+        self.attacker = build_attacker(classifier.input_shape[1:], self.inputs, cfg.gen_width, size=cfg.l2l_attacker)
         self.attacker_optimizer = make_optimizer(train, cfg.attacker_lr)
 
     @staticmethod
     def run_name(cfg):
-        return f"l2l-{cfg.l2l_variant}-l{cfg.l2l_norm}-eps{cfg.eps:g}"
+        size = "" if cfg.l2l_attacker == "wide" else f"-{cfg.l2l_attacker}"
+        return f"l2l-{cfg.l2l_variant}{size}-l{cfg.l2l_norm}-eps{cfg.eps:g}"
 
     @property
     def networks(self):
