@@ -60,6 +60,7 @@ def test_a_non_finite_sweep_value_is_refused(tmp_path):
     assert not (tmp_path / "root").exists()
 
 
+@pytest.mark.slow
 def test_a_run_dir_that_is_a_file_is_refused_and_kept(tmp_path):
     target = tmp_path / "notes.txt"
     target.write_text("my notes")
@@ -90,6 +91,7 @@ def test_resuming_in_a_read_only_run_dir_is_refused_before_an_epoch_is_trained(t
     assert _listing(run) == before  # no epoch trained, no record logged twice afterwards
 
 
+@pytest.mark.slow
 def test_a_truncated_config_is_called_truncated_not_foreign(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

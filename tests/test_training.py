@@ -209,6 +209,7 @@ def test_a_run_made_before_a_setting_existed_resumes_at_that_settings_default(tm
         rundir.check_run_dir(tmp_path / "run", sgd, overwrite=False, defaults=defaults)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_logs_each_step_once_and_marks_its_partial_epoch(tiny_folder, tmp_path):
     run = tmp_path / "run"
     _train(tiny_folder, run, stop_after_steps=3, log_every_steps=1)  # checkpoint at step 3
@@ -236,6 +237,7 @@ def test_the_one_metrics_reader_keeps_the_last_record_of_a_step_logged_twice(tmp
     assert len(rundir.read_metrics(tmp_path, "start")) == 2 and len(rundir.read_metrics(tmp_path)) == 4
 
 
+@pytest.mark.slow
 def test_a_sweep_over_the_norm_trains_each_run_at_its_norms_radius(tiny_folder, tmp_path):
     from training.sweep import Sweep, run_sweep
     data_cfg, train_cfg, defense_cfg, run_cfg = _configs(tiny_folder, tmp_path / "unused", defense="rvs",
@@ -249,6 +251,7 @@ def test_a_sweep_over_the_norm_trains_each_run_at_its_norms_radius(tiny_folder, 
     assert eps == {0.5, 8 / 255}
 
 
+@pytest.mark.slow
 def test_clean_training_reports_no_training_attack(tiny_folder, tmp_path):
     lines = []
     train(*_configs(tiny_folder, tmp_path / "run", epochs=1), say=lines.append)
