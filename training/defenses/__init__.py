@@ -16,6 +16,7 @@ from training.defenses.settings import DefenseSettings, declared_fields
 _MODULES = (
     "clean",
     "gradient_attacks",
+    "fgsm_rs",
     "pgn",
     "l2l",
     "rvs",
