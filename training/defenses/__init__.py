@@ -17,6 +17,7 @@ _MODULES = (
     "clean",
     "gradient_attacks",
     "fgsm_rs",
+    "trades",
     "pgn",
     "l2l",
     "rvs",
