@@ -23,6 +23,9 @@ from tensorflow_datasets.core import constants as tfds_constants
 CACHE_FORMAT = 1
 ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "class_names",
               "source")
+# Written when the source has them (image folders: each image's path relative to the root); a cache
+# written before they existed simply lacks them, and the folder loader decodes again to add them.
+OPTIONAL_KEYS = ("train_ids", "test_ids")
 
 _log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def read_cache(path: str) -> dict[str, np.ndarray] | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in ARRAY_KEYS}
+            return {key: npz[key] for key in ARRAY_KEYS + OPTIONAL_KEYS if key in ARRAY_KEYS or key in npz}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         _log.warning("ignoring unreadable decoded cache %s (%s); decoding again", path, err)
         return None
@@ -76,7 +79,7 @@ def write_cache(path: str, arrays: dict[str, np.ndarray], say=print) -> None:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{key: arrays[key] for key in ARRAY_KEYS})
+            np.savez(f, **{key: arrays[key] for key in ARRAY_KEYS + OPTIONAL_KEYS if key in arrays})
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is meant to be shared
         os.replace(tmp, path)
         tmp = None

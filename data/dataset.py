@@ -89,8 +89,15 @@ class Dataset:
     num_classes: int
     class_names: tuple[str, ...]
     source: str  # human-readable provenance
+    # Each example's id, so that another tool can find the same images: its index in the split as
+    # tfds reads it, or for image folders its path relative to the folder root. None: the index.
+    train_ids: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    test_ids: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
+        for split in ("train", "test"):
+            if getattr(self, f"{split}_ids") is None:
+                object.__setattr__(self, f"{split}_ids", np.arange(len(getattr(self, f"{split}_labels"))))
         # Checked here so that a hand-built Dataset (tests, other loaders) fails at
         # construction, not deep inside a tf.data pipeline.
         if len(self.class_names) != self.num_classes:
@@ -105,6 +112,9 @@ class Dataset:
             if labels.dtype != np.int32 or labels.shape != images.shape[:1]:
                 raise DatasetError(f"{self.name}: {split}_labels must be int32 "
                                    f"[{len(images)}], got {labels.dtype} {labels.shape}")
+            if len(getattr(self, f"{split}_ids")) != len(labels):
+                raise DatasetError(f"{self.name}: {len(getattr(self, f'{split}_ids'))} {split} ids for "
+                                   f"{len(labels)} examples")
             if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise DatasetError(
                     f"{self.name}: {split}_labels outside [0, {self.num_classes})")

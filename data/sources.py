@@ -52,6 +52,7 @@ def _apply_limits(full: Dataset, cfg: DataConfig) -> Dataset:
             keep = balanced_subset(labels, limit, full.num_classes, split=split)
             changes[f"{split}_images"] = getattr(full, f"{split}_images")[keep]
             changes[f"{split}_labels"] = labels[keep]
+            changes[f"{split}_ids"] = getattr(full, f"{split}_ids")[keep]
     return dataclasses.replace(full, **changes) if changes else full
 
 
@@ -66,6 +67,8 @@ def _dataset_from_arrays(name: str, arrays: dict[str, np.ndarray]) -> Dataset:
         num_classes=len(class_names),
         class_names=class_names,
         source=str(arrays["source"]),
+        train_ids=arrays.get("train_ids"),
+        test_ids=arrays.get("test_ids"),
     )
 
 
@@ -254,7 +257,7 @@ def _load_folder(cfg: DataConfig) -> Dataset:
     path = cache.cache_path(cfg.data_dir, f"folder-{os.path.basename(real)}",
                             ["folder", real, num_files, total_bytes, latest_mtime_ns], cfg.cache_dir)
     arrays = cache.read_cache(path)
-    if arrays is None:
+    if arrays is None or any(key not in arrays for key in cache.OPTIONAL_KEYS):
         with _native_stderr_held_back():
             arrays = _decode_folder(root)
         arrays["source"] = np.array(source)
@@ -315,9 +318,10 @@ def _decode_folder(root: str) -> dict[str, np.ndarray]:
                                 "or replace it with a valid JPEG or PNG") from None
     arrays = {"class_names": np.array(builder.info.features["label"].names)}
     for split in SPLITS:
-        images, labels = _decode_split(builder, split, shape, first_name)
+        images, labels, paths = _decode_split(builder, split, shape, first_name)
         arrays[f"{split}_images"] = images
         arrays[f"{split}_labels"] = labels
+        arrays[f"{split}_ids"] = np.array([os.path.relpath(p, root) for p in paths])
     return arrays
 
 
@@ -346,7 +350,7 @@ def _decode_split(builder, split: str, shape: tuple[int, int, int], first_name: 
 
     ds = builder.as_dataset(split=split, decoders=raw).batch(_DECODE_BATCH)
     ds = ds.map(decode_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    images, labels = [], []
+    images, labels, paths = [], [], []
     try:
         for image_batch, label_batch, sizes, names in ds.as_numpy_iterator():
             wrong = np.flatnonzero(np.any(sizes[:, :2] != (height, width), axis=1))
@@ -358,12 +362,13 @@ def _decode_split(builder, split: str, shape: tuple[int, int, int], first_name: 
                     "resize or remove the odd ones")
             images.append(image_batch)
             labels.append(label_batch)
+            paths.extend(name.decode() for name in names)
     except tf.errors.OpError as err:
         # from None: the chained TensorFlow error would print its {{function_node ...}} text.
         bad, reason = _first_undecodable(builder, split) or (f"an image under {split}/", _tf_reason(err))
         raise CorruptImageError(f"cannot decode image {bad} ({reason}): remove it or replace it "
                                 "with a valid JPEG or PNG") from None
-    return np.concatenate(images), np.concatenate(labels)
+    return np.concatenate(images), np.concatenate(labels), paths
 
 
 def _first_undecodable(builder, split: str) -> tuple[str, str] | None:
