@@ -8,11 +8,18 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """One attack on one model, per test example: labels, predictions before and after, ||delta||_2."""
+    """One attack on one model, per test example: labels, predictions before and after, ||delta||_2;
+    and the seconds the attack took (nan: not known, e.g. cached before times were kept)."""
     labels: np.ndarray
     clean_pred: np.ndarray
     adv_pred: np.ndarray
     l2: np.ndarray
+    seconds: float = float("nan")
+
+    @property
+    def robust(self) -> np.ndarray:
+        """Per example: correct before and after the attack."""
+        return (self.clean_pred == self.labels) & (self.adv_pred == self.labels)
 
     def arrays(self) -> dict:
         return dataclasses.asdict(self)
@@ -38,6 +45,7 @@ def summarize(outcome: Outcome) -> dict:
         "benign_accuracy": float(np.mean(correct_before)),
         "success_rate": float(np.mean(fooled)),
         "success_rate_correct": _mean(fooled[correct_before]),
+        "seconds": float(outcome.seconds) if np.isfinite(outcome.seconds) else None,
     }
     for name, mask in (("all", fooled), ("correct", fooled & correct_before)):
         norms = outcome.l2[mask]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import json
+import time
 from pathlib import Path
 
 import keras
@@ -66,6 +67,8 @@ def craft(attack: str, target: LoadedRun, cfg, progress_label: str) -> np.ndarra
 def _attack_fn(attack: str, model_fn, cfg):
     """attack name -> f(x, y) -> x_adv, with the evaluation's settings (all L2, box [0, 1])."""
     box = dict(clip_min=0.0, clip_max=1.0)
+    if attack in ("fgm", "mim") and cfg.attack_engine == "cleverhans":
+        return _cleverhans_fn(attack, model_fn, cfg)
     if attack == "fgm":
         return lambda x, y: attacks.fast_gradient_method(model_fn, x, cfg.fgm_eps, 2, y=y, **box)
     if attack == "mim":
@@ -80,11 +83,44 @@ def _attack_fn(attack: str, model_fn, cfg):
             model_fn, x, y=y, batch_size=cfg.batch_size, binary_search_steps=cfg.cw_binary_steps,
             max_iterations=cfg.cw_iters, abort_early=True, confidence=0.0,
             initial_const=cfg.cw_initial_const, learning_rate=cfg.cw_lr, **box)
+    if attack == "pgd":
+        step = min(cfg.pgd_eps, 2.5 * cfg.pgd_eps / cfg.pgd_iters)
+        return lambda x, y: attacks.projected_gradient_descent(
+            model_fn, x, cfg.pgd_eps, step, cfg.pgd_iters, 2, y=y, rand_init=True, **box)
     if attack == "masking":
         step = min(cfg.masking_eps, 2.5 * cfg.masking_eps / cfg.masking_iters)  # Madry et al.'s 2.5 eps/steps
         return lambda x, y: attacks.projected_gradient_descent(
             model_fn, x, cfg.masking_eps, step, cfg.masking_iters, 2, y=y, rand_init=False, **box)
     raise ValueError(f"unknown attack '{attack}'")
+
+
+def _cleverhans_fn(attack: str, model_fn, cfg):
+    """FGM / MIM from cleverhans.tf2.attacks itself (4.0.0 works under Keras 3 for these; its
+    eager Python loop makes MIM slower than the compiled one). Same settings as the compiled."""
+    from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+    from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
+
+    box = dict(clip_min=0.0, clip_max=1.0)
+    if attack == "fgm":
+        return lambda x, y: fast_gradient_method(model_fn, x, cfg.fgm_eps, 2, y=y, **box)
+    return lambda x, y: momentum_iterative_method(
+        model_fn, x, eps=cfg.mim_eps, eps_iter=min(cfg.mim_eps_iter, cfg.mim_eps), nb_iter=cfg.mim_iters, norm=2,
+        y=y, **box)
+
+
+def read_cached(path: Path) -> Outcome | None:
+    if not path.exists():
+        return None
+    with np.load(path) as cached:
+        seconds = float(cached["seconds"]) if "seconds" in cached else float("nan")
+        return Outcome(**{k: cached[k] for k in ("labels", "clean_pred", "adv_pred", "l2")}, seconds=seconds)
+
+
+def write_cached(path: Path, result: Outcome) -> None:
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name("tmp-" + path.name)
+    np.savez(tmp, **result.arrays())
+    tmp.replace(path)
 
 
 def outcome(attack: str, target: LoadedRun, cfg, source: LoadedRun | None = None,
@@ -93,25 +129,25 @@ def outcome(attack: str, target: LoadedRun, cfg, source: LoadedRun | None = None
     ``source`` and transferred (black-box). ``crafted`` memoises adversarials within one eval."""
     settings = cfg.attack_settings(attack)
     path = target.cache_path(attack, settings, source)
-    if path.exists():
-        with np.load(path) as cached:
-            return Outcome(**{k: cached[k] for k in ("labels", "clean_pred", "adv_pred", "l2")})
+    cached = read_cached(path)
+    if cached is not None:
+        return cached
     attacker = source or target
     memo_key = (attack, attacker.fingerprint)
     if crafted is not None and memo_key in crafted:
-        x_adv = crafted[memo_key]
+        x_adv, seconds = crafted[memo_key]
     else:
+        started = time.perf_counter()
         x_adv = craft(attack, attacker, cfg, f"{attack} on {attacker.run.name} ({len(attacker.y)} examples)")
+        seconds = time.perf_counter() - started
         if crafted is not None:
-            crafted[memo_key] = x_adv
+            crafted[memo_key] = (x_adv, seconds)
     result = Outcome(
         labels=target.y, clean_pred=target.predict(target.x, cfg.batch_size),
         adv_pred=target.predict(x_adv, cfg.batch_size),
-        l2=np.sqrt(((x_adv - attacker.x) ** 2).reshape(len(x_adv), -1).sum(axis=1)).astype(np.float32))
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name("tmp-" + path.name)
-    np.savez(tmp, **result.arrays())
-    tmp.replace(path)
+        l2=np.sqrt(((x_adv - attacker.x) ** 2).reshape(len(x_adv), -1).sum(axis=1)).astype(np.float32),
+        seconds=seconds)
+    write_cached(path, result)
     return result
 
 
