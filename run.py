@@ -19,7 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 from absl import app, flags, logging  # noqa: E402
 
 from configs import PRESETS  # noqa: E402
-from eval.config import ATTACKS, DEFAULT_ATTACKS, EvalConfig  # noqa: E402
+from eval.config import (ATTACKS, AUTOATTACK_NORMS, AUTOATTACK_PARTS, AUTOATTACK_VERSIONS, DEFAULT_ATTACKS,  # noqa: E402
+                         ENGINES, EVAL_PRESETS, EvalConfig)
 from training.config import OPTIMIZERS, PRECISIONS, STRATEGIES, DefenseConfig  # noqa: E402
 from training.defenses import NAMES as DEFENSE_NAMES, SETTINGS as DEFENSE_SETTINGS  # noqa: E402
 from training.defenses.settings import declared_fields  # noqa: E402
@@ -125,6 +126,24 @@ flags.DEFINE_list("pgn_c_l", [f"{v:g}" for v in _EVAL.pgn_c_l], "eval --attacks 
 flags.DEFINE_integer("pgn_epochs", _EVAL.pgn_epochs, "eval --attacks pgn: generator training epochs.")
 flags.DEFINE_integer("pgn_train_limit", _EVAL.pgn_train_limit, "eval --attacks pgn: training images used.")
 flags.DEFINE_list("pgn_eps", [f"{v:g}" for v in _EVAL.pgn_eps], "eval --attacks pgn: FGM/PGD eps sweep.")
+flags.DEFINE_float("pgd_eps", _EVAL.pgd_eps, "eval --attacks pgd: L2 PGD eps (random start, step 2.5 eps/iters).")
+flags.DEFINE_integer("pgd_iters", _EVAL.pgd_iters, "eval --attacks pgd: PGD iterations.")
+flags.DEFINE_enum("attack_engine", _EVAL.attack_engine, list(ENGINES), "eval: FGM and MIM from this project's "
+                  "compiled attacks, or from cleverhans.tf2.attacks itself.")
+flags.DEFINE_enum("eval_preset", None, list(EVAL_PRESETS), "eval: quick (200 images, fewer iterations, AutoAttack "
+                  "apgd-ce,apgd-t) or standard (Table 1's settings, all test images, standard AutoAttack); "
+                  "explicit flags win.")
+flags.DEFINE_enum("autoattack_version", _EVAL.autoattack_version, list(AUTOATTACK_VERSIONS),
+                  "eval --attacks autoattack: standard (APGD-CE, APGD-T, FAB-T, Square), rand, or custom.")
+flags.DEFINE_list("autoattack_attacks", list(_EVAL.autoattack_attacks), "eval --autoattack_version custom: "
+                  f"attacks in order, from {','.join(AUTOATTACK_PARTS)}.")
+flags.DEFINE_enum("autoattack_norm", _EVAL.autoattack_norm, list(AUTOATTACK_NORMS), "eval: AutoAttack threat model.")
+flags.DEFINE_float("autoattack_eps", None, "eval: AutoAttack radius (default 0.5 for L2, 8/255 for L-inf).")
+flags.DEFINE_integer("autoattack_iters", _EVAL.autoattack_iters, "eval: APGD and FAB iterations in AutoAttack.")
+flags.DEFINE_integer("autoattack_square_queries", _EVAL.autoattack_square_queries, "eval: Square's queries.")
+flags.DEFINE_integer("autoattack_seed", _EVAL.autoattack_seed, "eval: AutoAttack's seed.")
+flags.DEFINE_list("autoattack_curve", [f"{v:g}" for v in _EVAL.autoattack_curve], "eval: multiples of "
+                  "--autoattack_eps at which APGD-CE runs for the monotonicity check (empty: none).")
 # This tool's flags, for config.json: TensorFlow registers more absl flags (--test_srcdir, ...) when
 # it loads, after this line, and those are not ours to record.
 _TOOL_FLAGS = tuple(name for name in FLAGS if name not in _LIBRARY_FLAGS)
@@ -223,8 +242,16 @@ def _eval_config() -> EvalConfig:
             raise ValueError(f"--{name} takes comma-separated numbers, got {','.join(FLAGS[name].value)}") from None
 
     special = {"run_dirs": tuple(FLAGS.run_dir or ()), "attacks": tuple(FLAGS.attacks),
-               "pgn_c_l": floats("pgn_c_l"), "pgn_eps": floats("pgn_eps")}
-    return EvalConfig(**{f: special[f] if f in special else _value(f) for f in EvalConfig.__dataclass_fields__})
+               "pgn_c_l": floats("pgn_c_l"), "pgn_eps": floats("pgn_eps"),
+               "autoattack_attacks": tuple(FLAGS.autoattack_attacks), "autoattack_curve": floats("autoattack_curve")}
+    preset = EVAL_PRESETS[FLAGS.eval_preset] if FLAGS.eval_preset else {}
+
+    def value(name):  # an explicit flag, else --eval_preset's value, else as for the other modes
+        if name in preset and not FLAGS[name].present:
+            return preset[name]
+        return special[name] if name in special else _value(name)
+
+    return EvalConfig(**{f: value(f) for f in EvalConfig.__dataclass_fields__})
 
 
 def main(argv):

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 import data
-from eval import masking, outputs, report
+from eval import autoattack_eval, masking, outputs, report
 from eval.config import ATTACKS, MIN_NORM_ATTACKS, EvalConfig
 from eval.metrics import accuracy_under_budget, summarize
 from eval.pgn_attack import figure3_points
 from eval.runs import load_run
 from eval.suite import LoadedRun, outcome, zero_gradient_fraction
-from training.rundir import RunDirError, package_versions, write_json_atomic
+from training.rundir import RunDirError, git_state, package_versions, write_json_atomic
 
 
 def evaluate(cfg: EvalConfig, say=print) -> dict:
@@ -49,19 +49,26 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
     def loaded(run):
         return LoadedRun(run, x_test, y_test, dataset.name, cfg.test_limit)
 
+    commit = git_state()["commit"]
+
     targets = [loaded(run) for run in runs]
     attacker = loaded(source) if source else None
     moved_to = set_aside()
     if moved_to:
         say(f"{eval_dir} held an evaluation of other runs or settings: moved it to {moved_to}")
     eval_dir.mkdir(parents=True, exist_ok=True)
-    results = {"protocol": {**_protocol(cfg, dataset, len(y_test)), "inputs": inputs}, "runs": {}}
+    results = {"protocol": {**_protocol(cfg, dataset, len(y_test)), "inputs": inputs, "tool_commit": commit,
+                            # Per example, in the order of every per_example list: its id and label.
+                            "example_ids": dataset.test_ids.tolist(), "labels": y_test.tolist()}, "runs": {}}
     crafted: dict = {}
     min_norm_outcomes: dict = {a: {} for a in MIN_NORM_ATTACKS}
     plots = []
     for target in targets:
         say(f"evaluating {target.run.run_dir}")
         run_result = evaluate_target(target, cfg, attacker, crafted)
+        if "autoattack" in run_result:
+            run_result["robustbench"] = autoattack_eval.robustbench_record(
+                target.run.name, _architecture(target), dataset.name, len(y_test), run_result["autoattack"], commit)
         for attack in MIN_NORM_ATTACKS:
             if attack in run_result["attacks"]:
                 min_norm_outcomes[attack][target.run.name] = outcome(attack, target, cfg, crafted=crafted)
@@ -78,9 +85,11 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
                     "budgets": budgets.tolist(), "accuracy": accuracy_under_budget(result, budgets).tolist()}
     plots += report.plot_budget_curves(results, eval_dir)
     results["plots"] = plots
+    written = autoattack_eval.write_robustbench(eval_dir, results["runs"], write_json_atomic)
     write_json_atomic(eval_dir / "results.json", results)
     (eval_dir / "results.md").write_text(report.results_markdown(results))
-    say(f"wrote {eval_dir / 'results.md'}, results.json and {len(plots)} plot(s)")
+    say(f"wrote {eval_dir / 'results.md'}, results.json, {len(plots)} plot(s)"
+        + (f" and {', '.join(written)}" if written else ""))
     return results
 
 
@@ -92,17 +101,35 @@ def evaluate_target(target: LoadedRun, cfg: EvalConfig, attacker: LoadedRun | No
                   "weights": target.fingerprint,
                   "benign_accuracy": float(np.mean(target.predict(target.x, cfg.batch_size) == target.y)),
                   "seconds_per_epoch": target.run.seconds_per_epoch(), "attacks": {}}
-    for attack in [a for a in cfg.attacks if a != "pgn"]:
-        run_result["attacks"][attack] = {"white": summarize(outcome(attack, target, cfg, crafted=crafted))}
+    outcomes = {}
+    for attack in [a for a in cfg.attacks if a not in ("pgn", "autoattack")]:
+        outcomes[attack] = outcome(attack, target, cfg, crafted=crafted)
+        run_result["attacks"][attack] = {"white": summarize(outcomes[attack])}
         if attacker is not None and attacker.fingerprint != target.fingerprint:
-            black = outcome(attack, target, cfg, source=attacker, crafted=crafted)
-            run_result["attacks"][attack]["black"] = summarize(black)
-    run_result["masking_pgd"] = summarize(outcome("masking", target, cfg, crafted=crafted))
+            outcomes[f"{attack} (black-box)"] = outcome(attack, target, cfg, source=attacker, crafted=crafted)
+            run_result["attacks"][attack]["black"] = summarize(outcomes[f"{attack} (black-box)"])
+    outcomes["masking-pgd"] = outcome("masking", target, cfg, crafted=crafted)
+    run_result["masking_pgd"] = summarize(outcomes["masking-pgd"])
+    per_example = {"clean": target.predict(target.x, cfg.batch_size) == target.y}
+    per_example.update({name: o.robust for name, o in outcomes.items()})
+    if "autoattack" in cfg.attacks:
+        aa = autoattack_eval.autoattack_outcome(target, cfg)
+        points = autoattack_eval.curve(target, cfg, aa)
+        run_result["autoattack"], per_example["worst_case"] = autoattack_eval.summary(aa, outcomes, cfg, points)
+        per_example.update({f"autoattack/{stage}": flags for stage, flags in list(aa.flags.items())[1:]})
+        per_example["autoattack"] = aa.robust
+    # Per test example (the order of protocol.example_ids): correct (clean) / robust (each attack).
+    run_result["per_example"] = {name: flags.astype(bool).tolist() for name, flags in per_example.items()}
     run_result["zero_gradient_fraction"] = zero_gradient_fraction(target, cfg.batch_size)
     run_result["masking_checks"] = masking.run_checks(run_result, cfg)
     run_result["masking_note"] = masking.low_accuracy_note(run_result["benign_accuracy"],
                                                            int(target.run.config["dataset"]["num_classes"]))
     return run_result
+
+
+def _architecture(target) -> str:
+    width = target.run.settings["train.width"]
+    return f"PGN Table 1 CNN (models/classifier.py), width {width:g}, {target.model.count_params():,} parameters"
 
 
 def _inputs(cfg: EvalConfig, runs: list) -> dict:
@@ -118,13 +145,20 @@ def _dataset_key(info: dict) -> tuple:
 
 
 def _protocol(cfg: EvalConfig, dataset, n: int) -> dict:
-    settings = {a: cfg.attack_settings(a) for a in ("fgm", "mim", "deepfool", "cw", "masking")}
+    settings = {a: cfg.attack_settings(a) for a in ("fgm", "mim", "pgd", "deepfool", "cw", "autoattack", "masking")}
     line = (f"FGM L2 eps {cfg.fgm_eps:g}; MIM L2 eps {cfg.mim_eps:g}, {cfg.mim_iters} iterations, step "
             f"{cfg.mim_eps_iter:g}; DeepFool {cfg.deepfool_iters} iterations, overshoot {cfg.deepfool_overshoot:g}, "
             f"{cfg.deepfool_candidates} candidates; CW-L2 {cfg.cw_iters} iterations x {cfg.cw_binary_steps} "
             f"binary-search steps, lr {cfg.cw_lr:g}, initial c {cfg.cw_initial_const:g}, confidence 0")
+    if "pgd" in cfg.attacks:
+        line += f"; PGD L2 eps {cfg.pgd_eps:g}, {cfg.pgd_iters} iterations, random start"
+    if "autoattack" in cfg.attacks:
+        line += (f"; AutoAttack {cfg.autoattack_version} ({', '.join(cfg.autoattack_parts)}), "
+                 f"{autoattack_eval.threat_model(cfg)} eps {cfg.autoattack_radius:g}, {cfg.autoattack_iters} "
+                 f"iterations (APGD, FAB), Square {cfg.autoattack_square_queries} queries, seed {cfg.autoattack_seed}")
     return {"dataset": dataset.name, "dataset_source": dataset.source, "n": n, "test_limit": cfg.test_limit,
             "source_run": cfg.source_run, "attacks": list(cfg.attacks), "settings": settings,
+            "attack_engine": cfg.attack_engine, "eval_preset": cfg.eval_preset,
             "settings_line": line, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": {"platform": platform.platform(), "cpus": os.cpu_count()}, "versions": package_versions()}
 

@@ -9,7 +9,8 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-ATTACK_TITLES = {"fgm": "FGM", "mim": "MIM", "deepfool": "DeepFool", "cw": "CW-L2"}
+ATTACK_TITLES = {"fgm": "FGM", "mim": "MIM", "pgd": "PGD", "deepfool": "DeepFool", "cw": "CW-L2"}
+ENGINES = {"compiled": "this project's compiled attacks (attacks/)", "cleverhans": "cleverhans.tf2.attacks (the library)"}
 ROBUST_RULE = ("W-box and B-box acc: an example counts as robust only if the model classified it correctly both "
                "before and after the attack, so no attack scores above benign accuracy (DeepFool, which does not "
                "use the label, can push a misclassified example onto its true label; that is not counted).")
@@ -46,7 +47,10 @@ def results_markdown(results: dict) -> str:
                 f"| {_fmt(white['mean_l2_all'])} | {_fmt(white['median_l2_all'])} | {_fmt(white['mean_l2_correct'])} "
                 f"| {_fmt(white['median_l2_correct'])} | {_fmt(black['accuracy']) if black else '-'} "
                 f"| {_fmt(run['benign_accuracy'])} | {_fmt(run['seconds_per_epoch'], 1)} |")
-    lines += ["", ROBUST_RULE, "", "## Gradient-masking checks", ""]
+    engine = protocol.get("attack_engine", "compiled")
+    lines += ["", ROBUST_RULE, "", f"FGM and MIM engine: `{engine}`, {ENGINES[engine]}."]
+    lines += autoattack_markdown(results) + attack_times_markdown(results)
+    lines += ["", "## Gradient-masking checks", ""]
     for name, run in results["runs"].items():
         failed = [c for c in run["masking_checks"] if not c["passed"]]
         verdict = f"**WARNING: {len(failed)} check(s) failed**" if failed else "all passed"
@@ -58,6 +62,50 @@ def results_markdown(results: dict) -> str:
     if results.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in results["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def autoattack_markdown(results: dict) -> list[str]:
+    runs = {n: r["autoattack"] for n, r in results["runs"].items() if "autoattack" in r}
+    if not runs:
+        return []
+    first = next(iter(runs.values()))
+    stages = first["attacks"]
+    lines = ["", "## AutoAttack", "",
+             f"{first['version']} version ({', '.join(stages)}), {first['threat_model']} eps {first['eps']:g}: each "
+             "attack runs on the examples still robust, so each column is the robust accuracy after it. **Worst "
+             "case**: robust to AutoAttack and to every other attack of this evaluation whose adversarial lies "
+             "inside the ball (an L2 norm at most eps; for L-inf that is sufficient).", "",
+             "| run | clean acc | " + " | ".join(f"after {s}" for s in stages) + " | AutoAttack acc | worst case |"
+             " attacks in the worst case |",
+             "|---|---|" + "---|" * len(stages) + "---|---|---|"]
+    for name, aa in runs.items():
+        after = " | ".join(_fmt(aa["accuracy_after"].get(s)) for s in stages)
+        lines.append(f"| {name} | {_fmt(aa['clean_accuracy'])} | {after} | **{_fmt(aa['robust_accuracy'])}** "
+                     f"| {_fmt(aa['worst_case']['accuracy'])} | {', '.join(aa['worst_case']['attacks_counted'])} |")
+    for name, aa in runs.items():
+        if aa.get("curve"):
+            points = ", ".join(f"{p['eps']:.3g}: {p['accuracy']:.3f}" for p in aa["curve"])
+            lines.append(f"\nAPGD-CE robust accuracy against eps, `{name}`: {points}.")
+        for warning in aa.get("warnings", []):
+            lines.append(f"\nAutoAttack warned on `{name}`: {warning}")
+    return lines
+
+
+def attack_times_markdown(results: dict) -> list[str]:
+    """Seconds each attack took on each run (as first computed: a cached outcome keeps its time)."""
+    rows = []
+    for name, run in results["runs"].items():
+        times = {ATTACK_TITLES.get(a, a): r["white"].get("seconds") for a, r in run["attacks"].items()}
+        if "autoattack" in run:
+            times.update({f"AutoAttack {s}": run["autoattack"]["seconds"].get(s) for s in run["autoattack"]["attacks"]})
+        rows.append((name, times))
+    columns = list(dict.fromkeys(c for _, times in rows for c in times))
+    if not columns:
+        return []
+    lines = ["", "## Seconds per attack", "", "| run | " + " | ".join(columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(_fmt(times.get(c), 1) for c in columns) + " |" for name, times in rows]
+    return lines
 
 
 def plot_budget_curves(results: dict, out_dir: Path) -> list[str]:

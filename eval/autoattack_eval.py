@@ -1,0 +1,200 @@
+"""AutoAttack in ``--mode eval`` (Croce & Hein 2020; attacks/autoattack.py): robust accuracy at the
+radius, the accuracy after each of its attacks, the per-example worst case over every attack the
+evaluation ran inside that ball, APGD-CE along a curve of radii for the masking checks, and the
+RobustBench-style record of the result.
+
+Per-example outcomes are cached in ``<run>/eval_cache/`` beside the other attacks', keyed by the
+settings, the weights and the test subset (LoadedRun.cache_path).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from eval.metrics import Outcome
+from eval.suite import LoadedRun, read_cached, write_cached
+
+# A fixed-budget attack at the radius returns ||delta|| = eps up to float32 rounding.
+RADIUS_RTOL, RADIUS_ATOL = 1e-4, 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoAttackOutcome:
+    labels: np.ndarray
+    clean_pred: np.ndarray
+    adv_pred: np.ndarray        # the model's prediction at AutoAttack's worst case (x where none was found)
+    flags: dict                 # {"clean", then each attack in order: bool [N], robust after that stage}
+    meta: dict                  # seconds, forward passes, attacked, rejected, warnings, max perturbation
+
+    @property
+    def robust(self) -> np.ndarray:
+        return list(self.flags.values())[-1]
+
+
+def threat_model(cfg) -> str:
+    return "Linf" if cfg.autoattack_norm == "inf" else "L2"
+
+
+def autoattack_outcome(target: LoadedRun, cfg) -> AutoAttackOutcome:
+    """AutoAttack's per-example result on ``target``, from the cache when its key matches."""
+    path = target.cache_path("autoattack", cfg.attack_settings("autoattack"))
+    if path.exists():
+        with np.load(path) as cached:
+            meta = json.loads(str(cached["meta"]))
+            flags = dict(zip(meta["stages"], cached["flags"].astype(bool)))
+            return AutoAttackOutcome(cached["labels"], cached["clean_pred"], cached["adv_pred"], flags, meta)
+    from attacks.autoattack import autoattack
+
+    print(f"autoattack ({cfg.autoattack_version}: {','.join(cfg.autoattack_parts)}, {threat_model(cfg)} eps "
+          f"{cfg.autoattack_radius:g}) on {target.run.name} ({len(target.y)} examples)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = autoattack(target.model_fn, target.x, target.y, eps=cfg.autoattack_radius, norm=_norm(cfg),
+                            version=cfg.autoattack_version,
+                            attacks=cfg.autoattack_parts if cfg.autoattack_version == "custom" else None,
+                            seed=cfg.autoattack_seed, batch_size=cfg.batch_size, attack_kwargs=_budgets(cfg),
+                            verbose=True)
+    meta = {**result.as_dict(), "stages": list(result.robust_flags), "warnings": [str(w.message) for w in caught]}
+    out = AutoAttackOutcome(labels=target.y, clean_pred=target.predict(target.x, cfg.batch_size),
+                            adv_pred=target.predict(result.x_adv, cfg.batch_size), flags=result.robust_flags,
+                            meta=meta)
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name("tmp-" + path.name)
+    np.savez(tmp, labels=out.labels, clean_pred=out.clean_pred, adv_pred=out.adv_pred,
+             flags=np.stack(list(out.flags.values())), meta=np.array(json.dumps(meta)))
+    tmp.replace(path)
+    return out
+
+
+def _norm(cfg):
+    return np.inf if cfg.autoattack_norm == "inf" else 2
+
+
+def _budgets(cfg) -> dict:
+    """--autoattack_iters and --autoattack_square_queries, for the attacks this version runs."""
+    budgets = {}
+    for part in cfg.autoattack_parts:
+        budgets[part] = ({"n_queries": cfg.autoattack_square_queries} if part == "square"
+                         else {"n_iter": cfg.autoattack_iters})
+    return budgets
+
+
+def curve(target: LoadedRun, cfg, aa: AutoAttackOutcome) -> list[dict]:
+    """APGD-CE's robust accuracy at each --autoattack_curve multiple of the radius (and at 1: the
+    AutoAttack's own first stage when it is APGD-CE), for the monotonicity check."""
+    if not cfg.autoattack_curve:
+        return []
+    from attacks.apgd import apgd
+
+    eps = cfg.autoattack_radius
+    points = []
+    for multiple in sorted(set(cfg.autoattack_curve) | {1.0}):
+        stages = list(aa.flags)
+        if multiple == 1.0 and len(stages) > 1 and stages[1] == "apgd-ce":
+            accuracy = float(np.mean(aa.flags["apgd-ce"]))
+        else:
+            settings = {**cfg.attack_settings("autoattack"), "eps": eps * multiple, "attack": "apgd-ce"}
+            path = target.cache_path("autoattack-curve", settings)
+            result = read_cached(path)
+            if result is None:
+                result = _apgd_ce_outcome(apgd, target, cfg, eps * multiple)
+                write_cached(path, result)
+            accuracy = float(np.mean(result.robust))
+        points.append({"eps_multiple": multiple, "eps": eps * multiple, "accuracy": accuracy})
+    return points
+
+
+def _apgd_ce_outcome(apgd, target: LoadedRun, cfg, eps: float) -> Outcome:
+    import time
+
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    clean = target.predict(target.x, cfg.batch_size)
+    adv = clean.copy()
+    rows = np.flatnonzero(clean == target.y)
+    for start in range(0, len(rows), cfg.batch_size):
+        chunk = rows[start:start + cfg.batch_size]
+        x_adv = np.asarray(apgd(target.model_fn, tf.constant(target.x[chunk]), y=tf.constant(target.y[chunk]),
+                                eps=eps, norm=_norm(cfg), n_iter=cfg.autoattack_iters, seed=cfg.autoattack_seed))
+        adv[chunk] = target.predict(x_adv, cfg.batch_size)
+    return Outcome(labels=target.y, clean_pred=clean, adv_pred=adv, l2=np.zeros(len(target.y), np.float32),
+                   seconds=time.perf_counter() - started)
+
+
+def broken_within(outcome: Outcome, eps: float) -> np.ndarray:
+    """Examples the attack's own adversarial misclassifies with ||delta||_2 <= eps. For an L-inf
+    radius this is sufficient (||delta||_inf <= ||delta||_2), so L2 attacks count only where valid."""
+    return (outcome.adv_pred != outcome.labels) & (outcome.l2 <= eps * (1 + RADIUS_RTOL) + RADIUS_ATOL)
+
+
+def summary(aa: AutoAttackOutcome, others: dict, cfg, curve_points: list[dict]) -> tuple[dict, np.ndarray]:
+    """The run's AutoAttack record, and the per-example worst case. ``others``: {label: Outcome} of
+    every other attack the evaluation ran on this run (white- and black-box); each counts in the
+    worst case wherever its adversarial lies inside the ball."""
+    eps = cfg.autoattack_radius
+    within = {name: broken_within(o, eps) for name, o in others.items()}
+    counted = [name for name, broken in within.items() if broken.any()]
+    worst = aa.robust.copy()
+    for broken in within.values():
+        worst &= ~broken
+    stages = list(aa.flags)
+    gradient_broken = np.zeros(len(aa.labels), bool)
+    for name, broken in within.items():
+        gradient_broken |= broken
+    record = {
+        "version": cfg.autoattack_version, "attacks": stages[1:], "threat_model": threat_model(cfg), "eps": eps,
+        "settings": cfg.attack_settings("autoattack"),
+        "clean_accuracy": float(np.mean(aa.flags["clean"])), "robust_accuracy": float(np.mean(aa.robust)),
+        "accuracy_after": {stage: float(np.mean(flags)) for stage, flags in aa.flags.items()},
+        "seconds": aa.meta["seconds"], "forward_passes": aa.meta["forward_passes"],
+        "attacked": aa.meta["attacked"], "rejected": aa.meta["rejected"],
+        "max_perturbation": aa.meta["max_perturbation"], "warnings": aa.meta.get("warnings", []),
+        "worst_case": {"accuracy": float(np.mean(worst)), "attacks_counted": ["autoattack"] + counted,
+                       "found_beyond_autoattack": {name: int(np.sum(broken & aa.robust)) for name, broken in within.items()}},
+        "curve": curve_points,
+    }
+    if "square" in stages:
+        before = aa.flags[stages[stages.index("square") - 1]]
+        by_square = before & ~aa.flags["square"]
+        # Square's wins that no gradient attack of the evaluation (AutoAttack's before it included) found.
+        record["square_only_fraction"] = float(np.mean(by_square & ~gradient_broken))
+    if "apgd-ce" in stages and "apgd-t" in stages and stages.index("apgd-ce") < stages.index("apgd-t"):
+        before = aa.flags[stages[stages.index("apgd-t") - 1]]
+        record["apgd_t_gain"] = float(np.mean(before & ~aa.flags["apgd-t"]))
+    return record, worst
+
+
+def robustbench_record(run_name: str, architecture: str, dataset: str, n_examples: int, record: dict,
+                       commit: str | None) -> dict:
+    """The fields of RobustBench's model_info files (percentages as strings, as theirs), the ones
+    this tool cannot know null; then this evaluation's own details."""
+    return {
+        "name": run_name, "architecture": architecture, "eps": f"{record['eps']:.6g}",
+        "clean_acc": f"{100 * record['clean_accuracy']:.2f}", "autoattack_acc": f"{100 * record['robust_accuracy']:.2f}",
+        "reported": None, "additional_data": False,
+        "number_forward_passes": 1,  # RobustBench's meaning: passes per prediction (a deterministic model: 1)
+        "dataset": dataset, "venue": None, "link": None, "footnote": None,
+        "threat_model": record["threat_model"], "norm": record["threat_model"],
+        "n_examples": int(n_examples), "autoattack_version": record["version"], "autoattack_attacks": record["attacks"],
+        "autoattack_forward_passes": int(sum(record["forward_passes"].values())),
+        "worst_case_acc": f"{100 * record['worst_case']['accuracy']:.2f}", "tool_commit": commit,
+    }
+
+
+def write_robustbench(eval_dir: Path, runs: dict, write_json) -> list[str]:
+    """robustbench.json in the eval dir for one run, or in <eval_dir>/<run>/ for several."""
+    paths = []
+    for name, run in runs.items():
+        if "robustbench" not in run:
+            continue
+        entry = run["robustbench"]
+        folder = eval_dir if len(runs) == 1 else eval_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "robustbench.json", entry)
+        paths.append(str(folder / "robustbench.json"))
+    return paths
