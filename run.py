@@ -344,7 +344,7 @@ def _used_flags() -> dict:
 
 
 def _report():
-    from eval.study import build_report
+    from eval.report import build_report
     try:
         build_report(FLAGS.root, _eval_config(), FLAGS.match_benign, FLAGS.match_tolerance, FLAGS.curve_test_limit)
     except ValueError as err:

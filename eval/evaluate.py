@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import data
-from eval import autoattack_eval, masking, outputs, report
+from eval import autoattack_eval, evaluate_results, masking, outputs
 from eval.config import ATTACKS, MIN_NORM_ATTACKS, EvalConfig
 from eval.metrics import accuracy_under_budget, summarize
 from eval.pgn_attack import figure3_points
@@ -75,19 +75,19 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
         if "pgn" in cfg.attacks:
             points = figure3_points(target, dataset.train_images, dataset.train_labels, cfg, say)
             run_result["figure3"] = points
-            plots.append(report.plot_figure3(target.run.name, points, results["protocol"], eval_dir))
+            plots.append(evaluate_results.plot_figure3(target.run.name, points, results["protocol"], eval_dir))
         results["runs"][target.run.name] = run_result
     for attack, outcomes in min_norm_outcomes.items():
         if outcomes:
-            budgets = report.budget_grid(outcomes.values())
+            budgets = evaluate_results.budget_grid(outcomes.values())
             for name, result in outcomes.items():
                 results["runs"][name].setdefault("budget_curves", {})[attack] = {
                     "budgets": budgets.tolist(), "accuracy": accuracy_under_budget(result, budgets).tolist()}
-    plots += report.plot_budget_curves(results, eval_dir)
+    plots += evaluate_results.plot_budget_curves(results, eval_dir)
     results["plots"] = plots
     written = autoattack_eval.write_robustbench(eval_dir, results["runs"], write_json_atomic)
     write_json_atomic(eval_dir / "results.json", results)
-    (eval_dir / "results.md").write_text(report.results_markdown(results))
+    (eval_dir / "results.md").write_text(evaluate_results.results_markdown(results))
     say(f"wrote {eval_dir / 'results.md'}, results.json, {len(plots)} plot(s)"
         + (f" and {', '.join(written)}" if written else ""))
     return results

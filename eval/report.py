@@ -1,157 +1,299 @@
-"""results.md (the paper's Table 2 layout, masking warnings beside it) and the PNG plots."""
+"""``run.py --mode report --root DIR``: the paper's comparison, from the runs of one or more sweeps.
+
+    python run.py --mode report --root runs/study --match_benign lowest --test_limit 500
+
+Finds every run under DIR (``--mode sweep`` puts them there), groups them by defense and by the
+setting their sweep varied, and:
+
+1. matches benign accuracy: for each run at a defense's *table point* (its value with the most
+   seeds), picks the kept epoch whose recorded benign accuracy is closest to the target
+   (``eval.matching``), and evaluates those checkpoints with every attack (Table 2);
+2. evaluates CW-L2 on each run's final weights and draws benign accuracy against rho_cw, one
+   line per defense across its sweep, error bars over seeds (Figure 5), and the Figure 2 pair
+   for FGM-AT (its sweep; one run over epochs);
+3. writes ``DIR/report/report.md`` (protocol, Table 2 with mean ± std over seeds, the matching,
+   the plots, and a paragraph per claim of the paper saying whether these numbers support it)
+   and ``report.json``.
+
+Attack outcomes are cached per run (``eval.suite``): a second report computes only what is new.
+"""
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import data
+from eval import report_claims, report_curves
+from eval.config import DEFAULT_ATTACKS, EvalConfig
+from eval.evaluate import evaluate_target
+from eval.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
+from eval.metrics import summarize
+from eval.runs import TrainedRun, load_run
+from eval.report_tables import DEFENSE_TITLES
+from eval.suite import LoadedRun, outcome
+from training.rundir import (CONFIG_FILE, RunDirError, git_state, move_aside, package_versions, read_config,
+                             write_json_atomic)
+from training.sweep import is_finished
 
-ATTACK_TITLES = {"fgm": "FGM", "mim": "MIM", "pgd": "PGD", "deepfool": "DeepFool", "cw": "CW-L2"}
-ENGINES = {"compiled": "this project's compiled attacks (attacks/)", "cleverhans": "cleverhans.tf2.attacks (the library)"}
-ROBUST_RULE = ("W-box and B-box acc: an example counts as robust only if the model classified it correctly both "
-               "before and after the attack, so no attack scores above benign accuracy (DeepFool, which does not "
-               "use the label, can push a misclassified example onto its true label; that is not counted).")
-L2_SETS = ("Mean / median L2 are over the successful adversarial examples. **all**: every example the attack "
-           "left misclassified, including those the model already got wrong (the paper's reference code); "
-           "**correct**: only examples classified correctly before the attack.")
-
-
-def _fmt(value, digits=3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def results_markdown(results: dict) -> str:
-    protocol = results["protocol"]
-    lines = [
-        f"# Evaluation: {protocol['dataset']}, {protocol['n']} test examples",
-        "",
-        "White-box attacks on each run's EMA classifier (float32). "
-        + (f"Black-box: crafted on `{protocol['source_run']}` and transferred." if protocol["source_run"] else
-           "No black-box source given (`--source_run`): the B-box column is empty.")
-        + f" Settings: {protocol['settings_line']}.",
-        "",
-        L2_SETS,
-        "",
-        "| run | defense | attack | W-box acc | mean L2 (all) | median L2 (all) | mean L2 (correct) "
-        "| median L2 (correct) | B-box acc | benign acc | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, run in results["runs"].items():
-        for attack, result in run["attacks"].items():
-            white, black = result["white"], result.get("black")
-            lines.append(
-                f"| {name} | {run['defense']} | {ATTACK_TITLES.get(attack, attack)} | {_fmt(white['accuracy'])} "
-                f"| {_fmt(white['mean_l2_all'])} | {_fmt(white['median_l2_all'])} | {_fmt(white['mean_l2_correct'])} "
-                f"| {_fmt(white['median_l2_correct'])} | {_fmt(black['accuracy']) if black else '-'} "
-                f"| {_fmt(run['benign_accuracy'])} | {_fmt(run['seconds_per_epoch'], 1)} |")
-    engine = protocol.get("attack_engine", "compiled")
-    lines += ["", ROBUST_RULE, "", f"FGM and MIM engine: `{engine}`, {ENGINES[engine]}."]
-    lines += autoattack_markdown(results) + attack_times_markdown(results)
-    lines += ["", "## Gradient-masking checks", ""]
-    for name, run in results["runs"].items():
-        failed = [c for c in run["masking_checks"] if not c["passed"]]
-        verdict = f"**WARNING: {len(failed)} check(s) failed**" if failed else "all passed"
-        note = run.get("masking_note")
-        lines.append(f"- `{name}`: {verdict}" + (f"; {note}" if note else ""))
-        for check in run["masking_checks"]:
-            mark = "ok" if check["passed"] else "FAILED"
-            lines.append(f"  - {mark}: {check['check']} ({check['detail']})")
-    if results.get("plots"):
-        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in results["plots"]]
-    return "\n".join(lines) + "\n"
+REPORT_DIR = "report"
+# What a report was asked for and made from; a report that differs in any of these is kept aside.
+REPORT_INPUTS = ("sweeps", "test_images", "match_benign", "target", "tolerance", "attack_settings",
+                 "curve_test_images")
+TABLE_ATTACKS = DEFAULT_ATTACKS  # the paper's Table 2 columns
+# Settings that differ between runs of one sweep without being what it swept.
+_NOT_SWEPT = ("train.seed", "train.epochs")
 
 
-def autoattack_markdown(results: dict) -> list[str]:
-    runs = {n: r["autoattack"] for n, r in results["runs"].items() if "autoattack" in r}
-    if not runs:
-        return []
-    first = next(iter(runs.values()))
-    stages = first["attacks"]
-    lines = ["", "## AutoAttack", "",
-             f"{first['version']} version ({', '.join(stages)}), {first['threat_model']} eps {first['eps']:g}: each "
-             "attack runs on the examples still robust, so each column is the robust accuracy after it. **Worst "
-             "case**: robust to AutoAttack and to every other attack of this evaluation whose adversarial lies "
-             "inside the ball (an L2 norm at most eps; for L-inf that is sufficient).", "",
-             "| run | clean acc | " + " | ".join(f"after {s}" for s in stages) + " | AutoAttack acc | worst case |"
-             " attacks in the worst case |",
-             "|---|---|" + "---|" * len(stages) + "---|---|---|"]
-    for name, aa in runs.items():
-        after = " | ".join(_fmt(aa["accuracy_after"].get(s)) for s in stages)
-        lines.append(f"| {name} | {_fmt(aa['clean_accuracy'])} | {after} | **{_fmt(aa['robust_accuracy'])}** "
-                     f"| {_fmt(aa['worst_case']['accuracy'])} | {', '.join(aa['worst_case']['attacks_counted'])} |")
-    for name, aa in runs.items():
-        if aa.get("curve"):
-            points = ", ".join(f"{p['eps']:.3g}: {p['accuracy']:.3f}" for p in aa["curve"])
-            lines.append(f"\nAPGD-CE robust accuracy against eps, `{name}`: {points}.")
-        for warning in aa.get("warnings", []):
-            lines.append(f"\nAutoAttack warned on `{name}`: {warning}")
-    return lines
+@dataclasses.dataclass
+class StudyRun:
+    run: TrainedRun
+    swept: str | None          # the setting the defense's sweep varied ("defense.eps", ...)
+    accuracies: dict           # epoch -> benign accuracy recorded in training
+    kept: list
+
+    @property
+    def defense(self) -> str:
+        return self.run.defense
+
+    @property
+    def seed(self) -> int:
+        return int(self.run.settings["train.seed"])
+
+    @property
+    def value(self):
+        return self.run.settings[self.swept] if self.swept else None
+
+    @property
+    def label(self) -> str:
+        title = DEFENSE_TITLES.get(self.defense, self.defense)
+        return title if self.swept is None else f"{title} {self.swept.split('.')[-1]}={self.value:g}"
 
 
-def attack_times_markdown(results: dict) -> list[str]:
-    """Seconds each attack took on each run (as first computed: a cached outcome keeps its time)."""
-    rows = []
-    for name, run in results["runs"].items():
-        times = {ATTACK_TITLES.get(a, a): r["white"].get("seconds") for a, r in run["attacks"].items()}
-        if "autoattack" in run:
-            times.update({f"AutoAttack {s}": run["autoattack"]["seconds"].get(s) for s in run["autoattack"]["attacks"]})
-        rows.append((name, times))
-    columns = list(dict.fromkeys(c for _, times in rows for c in times))
-    if not columns:
-        return []
-    lines = ["", "## Seconds per attack", "", "| run | " + " | ".join(columns) + " |",
-             "|---|" + "---|" * len(columns)]
-    lines += [f"| {name} | " + " | ".join(_fmt(times.get(c), 1) for c in columns) + " |" for name, times in rows]
-    return lines
+def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", tolerance: float = 0.01,
+                 curve_test_limit: int = 0, say=print) -> dict:
+    """``curve_test_limit``: CW-L2 for the curves on a fixed random subset of this many of the test
+    images (0: all of them); the curves' benign accuracy is the one training recorded on all."""
+    if not root:
+        raise ValueError("--mode report needs --root DIR, the directory of a sweep's runs")
+    target_spec = parse_target(match_benign)
+    if tolerance < 0:
+        raise ValueError(f"--match_tolerance must be >= 0, got {tolerance}")
+    started = time.monotonic()
+    runs, unfinished = discover(Path(root))
+    groups = group(runs)
+    table_runs = {d: table_point(rs) for d, rs in groups.items()}
+    target = resolve_target(target_spec, table_runs)
+    subsets = recorded_subsets(runs)
+    if len(subsets) > 1:
+        shown = "; ".join(f"{what}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+                          for what, names in subsets.items())
+        if target is not None:
+            raise RunDirError(f"benign-accuracy matching would compare accuracies that training recorded on different "
+                              f"test subsets ({shown}): retrain with one --test_limit, put the runs under separate "
+                              f"--root folders, or pass --match_benign none")
+        say(f"WARNING: the runs' recorded benign accuracies (Figure 5's x axis) come from different test subsets "
+            f"({shown}); they are not comparable")
+    say(f"{len(runs)} finished run(s) in {root}" + (f", {len(unfinished)} unfinished (left out)" if unfinished else "")
+        + (f"; matching benign accuracy {target:.3f}" if target is not None else ""))
+
+    cfg = dataclasses.replace(cfg, run_dirs=tuple(str(r.run.run_dir) for r in runs),
+                              attacks=tuple(a for a in cfg.attacks if a in TABLE_ATTACKS) or TABLE_ATTACKS)
+    cfg.validate()
+    dataset = data.load_dataset(runs[0].run.data_config(cfg.test_limit, cfg.cache_dir))
+    x_test, y_test = dataset.test_images.astype(np.float32) / 255.0, dataset.test_labels
+
+    def loaded(run: TrainedRun) -> LoadedRun:
+        return LoadedRun(run, x_test, y_test, dataset.name, cfg.test_limit)
+
+    # 1. Table 2 at matched benign accuracy.
+    table = {}
+    for defense, members in table_runs.items():
+        rows = []
+        for member in members:
+            # Without kept epochs (--keep_checkpoints last) only the final weights can be matched.
+            match = closest_epoch(member.accuracies, member.kept or [max(member.accuracies)], target, tolerance)
+            epoch = match.epoch if member.kept else None
+            say(f"table: {member.run.name} at epoch {match.epoch} (recorded benign accuracy {match.accuracy:.3f})")
+            result = evaluate_target(loaded(load_run(member.run.run_dir, epoch)), cfg)
+            rows.append({"run": member.run.name, "seed": member.seed, "match": _match_dict(match), **result})
+        table[defense] = {"label": members[0].label, "value": members[0].value, "rows": rows}
+
+    # 2. Curves: CW on every run's final weights; FGM-AT's epochs for Figure 2.
+    cw_cfg = dataclasses.replace(cfg, attacks=("cw",))
+    if curve_test_limit < 0:
+        raise ValueError(f"--curve_test_limit must be >= 0, got {curve_test_limit}")
+    picks = np.arange(len(y_test)) if not curve_test_limit or curve_test_limit >= len(y_test) else \
+        np.sort(np.random.default_rng(0).permutation(len(y_test))[:curve_test_limit])
+
+    def curve_cw(run: TrainedRun) -> dict:
+        return summarize(outcome("cw", LoadedRun(run, x_test[picks], y_test[picks], dataset.name, cfg.test_limit),
+                                 cw_cfg))
+
+    points = []
+    for member in (m for members in groups.values() for m in members):
+        points.append({"defense": member.defense, "swept": member.swept, "value": member.value,
+                       "seed": member.seed, "run": member.run.name,
+                       "benign_accuracy": member.accuracies[max(member.accuracies)], "cw": curve_cw(member.run),
+                       "training_attack": _training_attack(member.run.run_dir)})
+    over_epochs = []
+    fgm_runs = table_runs.get("fgm")
+    if fgm_runs:
+        first = min(fgm_runs, key=lambda r: r.seed)
+        for epoch in first.kept:
+            over_epochs.append({"epoch": epoch, "benign_accuracy": first.accuracies[epoch],
+                                "cw": curve_cw(load_run(first.run.run_dir, epoch))})
+
+    out_dir = Path(root) / REPORT_DIR
+    protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
+    protocol["curve_test_images"] = int(len(picks))
+    protocol["recorded_benign_subsets"] = subsets
+    moved_to = _set_aside_if_different(out_dir, protocol)
+    if moved_to:
+        say(f"the previous report was made from other runs or settings: moved it to {moved_to}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"protocol": protocol, "table": table, "curve_points": points,
+              "fgm_over_epochs": {"run": first.run.name if fgm_runs else None, "points": over_epochs},
+              "unfinished": [str(p) for p in unfinished]}
+    report["plots"] = report_curves.draw(report, out_dir)
+    report["claims"] = report_claims.assess(report)
+    report["protocol"]["report_seconds"] = round(time.monotonic() - started, 1)
+    write_json_atomic(out_dir / "report.json", report)
+    (out_dir / "report.md").write_text(report_claims.markdown(report))
+    say(f"wrote {out_dir / 'report.md'}, report.json and {len(report['plots'])} plot(s)")
+    return report
 
 
-def plot_budget_curves(results: dict, out_dir: Path) -> list[str]:
-    """Accuracy against the L2 budget, from each minimum-norm attack (Figure 4's curve)."""
-    paths = []
-    for attack in ("deepfool", "cw"):
-        runs = {n: r for n, r in results["runs"].items() if attack in r.get("budget_curves", {})}
-        if not runs:
+def discover(root: Path) -> tuple[list[StudyRun], list[Path]]:
+    """The finished runs directly under ``root`` (sorted by name) and the unfinished ones."""
+    if not root.is_dir():
+        raise RunDirError(f"--root {root} is not a directory: give the --root of a --mode sweep")
+    finished, unfinished = [], []
+    for run_dir in sorted(p for p in root.iterdir() if (p / CONFIG_FILE).exists()):
+        config = read_config(run_dir / CONFIG_FILE, "move it out of --root, or train it again with --overwrite")
+        if not is_finished(run_dir, config["settings"]["train.epochs"]):
+            unfinished.append(run_dir)
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        for name, run in runs.items():
-            curve = run["budget_curves"][attack]
-            ax.plot(curve["budgets"], curve["accuracy"], label=f"{name}")
-        protocol = results["protocol"]
-        paths.append(_save(fig, ax, "L2 budget", f"{ATTACK_TITLES[attack]}: {protocol['dataset']}, n={protocol['n']}",
-                           out_dir / f"accuracy_vs_l2_{attack}.png"))
-    return paths
+        finished.append(StudyRun(load_run(run_dir), None, epoch_accuracies(run_dir), kept_epochs(run_dir)))
+    if not finished:
+        raise RunDirError(f"--root {root} holds no finished run: train with --mode sweep --root {root} first")
+    datasets = {r.run.config["dataset"]["name"] for r in finished}
+    if len(datasets) > 1:
+        raise RunDirError(f"--root {root} mixes datasets ({', '.join(sorted(datasets))}): one report per dataset")
+    return finished, unfinished
 
 
-def plot_figure3(name: str, points: dict, protocol: dict, out_dir: Path) -> str:
-    """Accuracy against mean perturbation norm: PGN (over c_L) beside FGM and PGD (over eps)."""
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for method, marker in (("pgn", "o"), ("fgm", "s"), ("pgd", "^")):
-        pts = sorted(points.get(method, []), key=lambda p: p["mean_l2"])
-        if pts:
-            ax.plot([p["mean_l2"] for p in pts], [p["accuracy"] for p in pts], marker=marker,
-                    label=method.upper())
-    return _save(fig, ax, "mean L2 of the perturbation", f"attacks on {name}: {protocol['dataset']}, n={protocol['n']}",
-                 out_dir / f"figure3_{name}.png")
+def recorded_subsets(runs: list[StudyRun]) -> dict[str, list[str]]:
+    """{the test subset on which training recorded benign accuracy, in words: the runs on it}.
+
+    Matching and Figure 5 use those recorded accuracies, not the report's own test images; runs
+    recorded on different subsets (another --test_limit at training) are not comparable."""
+    subsets: dict[str, list[str]] = {}
+    for member in runs:
+        limit = int(member.run.settings.get("data.test_limit") or 0)
+        size = member.run.config["dataset"].get("test_size")
+        what = f"{size} test images (training's --test_limit {limit})" if limit else \
+            f"the whole test split ({size} images)"
+        subsets.setdefault(what, []).append(member.run.name)
+    return subsets
 
 
-def _save(fig, ax, xlabel: str, title: str, path: Path) -> str:
-    """Every plot says which dataset and how many examples it used, in its title."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
+def group(runs: list[StudyRun]) -> dict[str, list[StudyRun]]:
+    """Runs by defense (clean first), each marked with the setting its sweep varied."""
+    order = list(DEFENSE_TITLES)
+    groups: dict[str, list[StudyRun]] = {}
+    for member in sorted(runs, key=lambda r: (order.index(r.defense) if r.defense in order else 99, r.run.name)):
+        groups.setdefault(member.defense, []).append(member)
+    for members in groups.values():
+        keys = sorted({k for m in members for k in m.run.settings if k not in _NOT_SWEPT
+                       and len({json.dumps(x.run.settings.get(k)) for x in members}) > 1})
+        if len(keys) > 1:
+            raise RunDirError(f"the {members[0].defense} runs differ in more than one setting ({', '.join(keys)}): "
+                              f"a report compares one sweep per defense; put other sweeps under another --root")
+        for member in members:
+            member.swept = keys[0] if keys else None
+    return groups
 
 
-def budget_grid(outcomes) -> np.ndarray:
-    """Budgets up to a little past the 99th percentile of the runs' perturbation norms (the rare
-    far outliers would flatten the part of the curve that differs between defenses)."""
-    norms = np.concatenate([o.l2 for o in outcomes] + [np.zeros(1, np.float32)])
-    return np.linspace(0.0, 1.05 * max(float(np.percentile(norms, 99)), 1e-3), 50)
+def table_point(members: list[StudyRun]) -> list[StudyRun]:
+    """The runs at the defense's value with the most seeds (ties: the middle value of the sweep)."""
+    by_value: dict = {}
+    for member in members:
+        by_value.setdefault(json.dumps(member.value), []).append(member)
+    values = sorted(by_value, key=lambda v: json.loads(v) if json.loads(v) is not None else 0)
+    most = max(len(v) for v in by_value.values())
+    tied = [v for v in values if len(by_value[v]) == most]
+    return by_value[tied[len(tied) // 2]]
+
+
+def resolve_target(spec, table_runs: dict[str, list[StudyRun]]) -> float | None:
+    """The benign accuracy to match: a number as given; ``clean``: the mean final accuracy of the
+    clean runs; ``lowest``: the lowest final accuracy among the table runs (every run reaches it at
+    its end, so matching picks the epoch where it did)."""
+    if spec is None or isinstance(spec, float):
+        return spec
+    finals = {d: [m.accuracies[max(m.accuracies)] for m in members] for d, members in table_runs.items()}
+    if spec == "clean":
+        if "none" not in finals:
+            raise RunDirError("--match_benign clean needs clean runs (--defense none) under --root")
+        return statistics.mean(finals["none"])
+    return min(min(v) for v in finals.values())
+
+
+def _match_dict(match: Match) -> dict:
+    return {"epoch": match.epoch, "recorded_accuracy": match.accuracy, "target": match.target,
+            "difference": match.difference, "within_tolerance": match.within_tolerance}
+
+
+def _training_attack(run_dir: Path) -> dict | None:
+    """How strong the attack the classifier trained against was at the end: its mean L2 and the
+    final EMA classifier's accuracy under it on the monitor images (training's last epoch record);
+    None for clean training."""
+    last = epoch_records(run_dir)
+    last = last[max(last)] if last else {}
+    if not last.get("monitor_delta_l2_mean"):
+        return None
+    return {"delta_l2": float(last["monitor_delta_l2_mean"]), "accuracy": float(last["monitor_adv_acc"])}
+
+
+def _set_aside_if_different(out_dir: Path, protocol: dict) -> Path | None:
+    """Moves an earlier report aside unless it was made from the same runs and settings, in which
+    case rewriting it reproduces it from the cached attacks."""
+    try:
+        previous = json.loads((out_dir / "report.json").read_text())["protocol"]
+    except (OSError, ValueError, KeyError):
+        return move_aside(out_dir) if out_dir.exists() and any(out_dir.iterdir()) else None
+    same = json.loads(json.dumps({k: protocol.get(k) for k in REPORT_INPUTS})) == \
+        {k: previous.get(k) for k in REPORT_INPUTS}
+    return None if same else move_aside(out_dir)
+
+
+def _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance) -> dict:
+    first = runs[0].run
+    settings = first.settings
+    host = first.config.get("host", {})
+    train_seconds = sum(r["seconds_per_epoch"] for m in runs for r in epoch_records(m.run.run_dir).values())
+    return {
+        "dataset": dataset.name, "dataset_source": dataset.source,
+        "train_images": first.config["dataset"].get("train_size"), "test_images": int(len(dataset.test_labels)),
+        "width": settings["train.width"], "epochs": settings["train.epochs"], "batch_size": settings["train.batch_size"],
+        "lr": settings["train.lr"], "augment": settings["data.augment"],
+        "monitor_images": first.config.get("flags", {}).get("monitor_size"),
+        "sweeps": {d: {"setting": ms[0].swept, "values": sorted({m.value for m in ms}, key=lambda v: (v is None, v)),
+                       "seeds": sorted({m.seed for m in ms})} for d, ms in groups.items()},
+        "match_benign": target_spec if isinstance(target_spec, str) or target_spec is None else float(target_spec),
+        "target": target, "tolerance": tolerance,
+        "attack_settings": {a: cfg.attack_settings(a) for a in TABLE_ATTACKS + ("masking",)},
+        "training_hours": round(train_seconds / 3600, 2),
+        "hardware": {"platform": host.get("platform", platform.platform()), "cpus": host.get("cpus", os.cpu_count())},
+        "versions": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "training_commits": sorted({str((r.run.config.get("git") or {}).get("commit"))[:10] for r in runs}),
+        "report_git": git_state(),
+    }
+

@@ -15,7 +15,7 @@ from training.sweep import Sweep, sweepable
 
 def test_the_registry_loads_without_tensorflow():
     import subprocess
-    code = ("import sys, run, training.defenses, eval.study_tables; "
+    code = ("import sys, run, training.defenses, eval.report_tables; "
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -78,7 +78,7 @@ def test_a_sweep_varies_any_setting_of_its_defense_only():
 
 
 def test_titles_and_markers_come_from_the_declarations():
-    from eval.study_tables import DEFENSE_TITLES
+    from eval.report_tables import DEFENSE_TITLES
     assert DEFENSE_TITLES == {n: SETTINGS[n].title for n in NAMES} and list(DEFENSE_TITLES)[0] == "none"
     assert title("pgd") == "PGD-AT" and title("unknown") == "unknown"
     assert len({marker(n) for n in NAMES}) == len(NAMES)

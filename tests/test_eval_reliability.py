@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import data
-from eval import curves, masking, report, study
+from eval import evaluate_results, masking, report_curves
+from eval import report as report_mode
 from eval.config import EvalConfig
 from eval.evaluate import evaluate
 from eval.metrics import Outcome, summarize
@@ -53,37 +54,37 @@ def _results(source_run, benign=0.6, note=None) -> dict:
 
 
 def test_results_md_states_the_rule_the_source_and_when_masking_checks_mean_nothing():
-    text = report.results_markdown(_results(None, benign=0.12, note=masking.low_accuracy_note(0.12, 10)))
+    text = evaluate_results.results_markdown(_results(None, benign=0.12, note=masking.low_accuracy_note(0.12, 10)))
     assert "none given" not in text and "No black-box source given" in text
     assert "correctly both before and after the attack" in text
     warning = next(line for line in text.splitlines() if "WARNING" in line)
     assert "0.120 is below 0.200 (2x chance" in warning and "too low" in warning
     assert masking.low_accuracy_note(0.2, 10) is None and masking.low_accuracy_note(0.7, 3) is None
     assert masking.low_accuracy_note(0.8, 2) is None and "below 0.750" in masking.low_accuracy_note(0.7, 2)
-    assert "crafted on `runs/src`" in report.results_markdown(_results("runs/src"))
+    assert "crafted on `runs/src`" in evaluate_results.results_markdown(_results("runs/src"))
 
 
 def test_figure_titles_say_which_test_images_each_axis_is_on():
     protocol = {"dataset": "folder:/x", "test_images": 50, "curve_test_images": 20,
                 "recorded_benign_subsets": {"500 test images (training's --test_limit 500)": ["a", "b"]}}
-    title = curves._title({"protocol": protocol}, "Figure 5")
+    title = report_curves._title({"protocol": protocol}, "Figure 5")
     assert "training recorded it on 500 test images (training's --test_limit 500)" in title
     assert "rho_cw on 20 of the report's 50 test images" in title
     mixed = {**protocol, "recorded_benign_subsets": {"x": ["a"], "y": ["b"]}}
-    assert "not comparable" in curves._title({"protocol": mixed}, "Figure 5")
+    assert "not comparable" in report_curves._title({"protocol": mixed}, "Figure 5")
 
 
-def _fake_run(tmp_path: Path, name: str, defense: str, test_limit: int, test_size: int) -> study.StudyRun:
+def _fake_run(tmp_path: Path, name: str, defense: str, test_limit: int, test_size: int) -> report_mode.StudyRun:
     config = {"settings": {"defense.defense": defense, "train.seed": 0, "data.test_limit": test_limit},
               "dataset": {"name": "folder:/x", "test_size": test_size, "num_classes": 10}}
-    return study.StudyRun(TrainedRun(tmp_path / name, config), None, {1: 0.4, 2: 0.5}, [1, 2])
+    return report_mode.StudyRun(TrainedRun(tmp_path / name, config), None, {1: 0.4, 2: 0.5}, [1, 2])
 
 
 def test_matching_refuses_runs_whose_accuracies_were_recorded_on_different_test_subsets(tmp_path, monkeypatch):
     runs = [_fake_run(tmp_path, "none-seed0", "none", 0, 10000), _fake_run(tmp_path, "fgm-seed0", "fgm", 500, 500)]
-    monkeypatch.setattr(study, "discover", lambda root: (runs, []))
+    monkeypatch.setattr(report_mode, "discover", lambda root: (runs, []))
     with pytest.raises(RunDirError, match="different test subsets") as caught:
-        study.build_report(str(tmp_path), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
+        report_mode.build_report(str(tmp_path), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
     assert "whole test split (10000 images): none-seed0" in str(caught.value)
     assert "500 test images (training's --test_limit 500): fgm-seed0" in str(caught.value)
     assert "--match_benign none" in str(caught.value)
@@ -168,11 +169,11 @@ def test_a_report_over_different_recorded_subsets_warns_in_the_report_and_on_std
     config["dataset"]["test_size"] = 12
     config_path.write_text(json.dumps(config))
     with pytest.raises(RunDirError, match="different test subsets"):
-        study.build_report(str(root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
+        report_mode.build_report(str(root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
     said = []
-    study.build_report(str(root), EvalConfig(run_dirs=(), attacks=("fgm",), **FAST), "none", 0.01, say=said.append)
+    report_mode.build_report(str(root), EvalConfig(run_dirs=(), attacks=("fgm",), **FAST), "none", 0.01, say=said.append)
     assert any(line.startswith("WARNING") and "different test subsets" in line for line in said)
-    text = (root / study.REPORT_DIR / "report.md").read_text()
+    text = (root / report_mode.REPORT_DIR / "report.md").read_text()
     assert "**WARNING: the runs' recorded benign accuracies come from different test subsets" in text
     assert "12 test images (training's --test_limit 12): none-seed1" in text
     assert "benign accuracy as training recorded it on different test subsets per run" in text

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import data
-from eval import study, suite
+from eval import report as report_mode, suite
 from eval.config import EvalConfig
 from eval.matching import closest_epoch, epoch_accuracies, kept_epochs, parse_target
 from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
@@ -99,8 +99,8 @@ def study_root(tiny_folder, tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
-    report = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
-    out = study_root / study.REPORT_DIR
+    report = report_mode.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
+    out = study_root / report_mode.REPORT_DIR
     markdown = (out / "report.md").read_text()
     assert set(report["table"]) == {"none", "fgm"}
     fgm = report["table"]["fgm"]
@@ -129,23 +129,23 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     def no_crafting(*args, **kwargs):
         raise AssertionError("a second report must reuse the cached attacks")
     monkeypatch.setattr(suite, "craft", no_crafting)
-    again = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
+    again = report_mode.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
     assert again["table"]["fgm"]["rows"][0]["attacks"] == fgm["rows"][0]["attacks"]
-    assert not list(study_root.glob(f"{study.REPORT_DIR}.replaced-*"))  # same inputs: rewritten in place
+    assert not list(study_root.glob(f"{report_mode.REPORT_DIR}.replaced-*"))  # same inputs: rewritten in place
 
 
 @pytest.mark.slow
 def test_a_target_no_run_reaches_is_reported_unmatched(study_root):
-    report = study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "0.999", 0.01,
+    report = report_mode.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "0.999", 0.01,
                                 curve_test_limit=12, **QUIET)
     assert report["protocol"]["curve_test_images"] == 12
     assert all(p["cw"]["n"] == 12 for p in report["curve_points"])
     assert not any(r["match"]["within_tolerance"] for e in report["table"].values() for r in e["rows"])
-    unmatched = (study_root / study.REPORT_DIR / "report.md").read_text()
+    unmatched = (study_root / report_mode.REPORT_DIR / "report.md").read_text()
     assert "**unmatched**" in unmatched
 
-    study.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, curve_test_limit=12, **QUIET)
-    kept = [p / "report.md" for p in study_root.glob(f"{study.REPORT_DIR}.replaced-*")]
+    report_mode.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, curve_test_limit=12, **QUIET)
+    kept = [p / "report.md" for p in study_root.glob(f"{report_mode.REPORT_DIR}.replaced-*")]
     assert unmatched in [p.read_text() for p in kept]  # another target: the old report is moved aside
 
 
@@ -160,7 +160,7 @@ def test_sweep_and_report_command_line_errors(tmp_path):
 
 def test_the_plots_draw_defenses_run_at_a_single_setting(tmp_path):
     """A defense trained at one value (no sweep) has no swept value to label its points with."""
-    from eval import curves
+    from eval import report_curves as curves
 
     def point(defense, value, seed, benign, rho):
         return {"defense": defense, "value": value, "seed": seed, "run": f"{defense}-seed{seed}",
@@ -177,7 +177,7 @@ def test_the_plots_draw_defenses_run_at_a_single_setting(tmp_path):
 
 
 def test_a_one_seed_comparison_goes_by_sign_and_says_so():
-    from eval import claims
+    from eval import report_claims as claims
     diff, margin = claims.compare((0.5, 0.0), (0.7, 0.0), 1, 3)
     assert diff == pytest.approx(-0.2) and claims.verdict(diff, margin) == "contradicted (one seed)"
     assert claims.verdict(*claims.compare((0.5, 0.01), (0.7, 0.02), 3, 3)) == "contradicted"

@@ -284,7 +284,7 @@ def _as_flat_config(run_dir: Path) -> dict:
 
 def test_runs_recorded_with_every_defenses_settings_resume_evaluate_and_report_their_sweep(tiny_folder, tmp_path):
     from eval.runs import load_run
-    from eval.study import discover, group
+    from eval.report import discover, group
     root = tmp_path / "root"
     today = {}
     for eps in (0.25, 0.5):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from eval.study_tables import DEFENSE_TITLES, TABLE_COLUMNS, aggregate_table, curve_by_defense, rho_at
+from eval.report_tables import DEFENSE_TITLES, TABLE_COLUMNS, aggregate_table, curve_by_defense, rho_at
 
 # The paper's CIFAR-10 Table 3 (this reproduction's dataset) and CIFAR-100 Table 2, from methods.md.
 PAPER_TABLE3 = {  # FGM acc, MIM acc, DeepFool mean L2, CW mean L2, benign, s/epoch
