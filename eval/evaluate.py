@@ -146,16 +146,21 @@ def _dataset_key(info: dict) -> tuple:
 
 def _protocol(cfg: EvalConfig, dataset, n: int) -> dict:
     settings = {a: cfg.attack_settings(a) for a in ("fgm", "mim", "pgd", "deepfool", "cw", "autoattack", "masking")}
-    line = (f"FGM L2 eps {cfg.fgm_eps:g}; MIM L2 eps {cfg.mim_eps:g}, {cfg.mim_iters} iterations, step "
-            f"{cfg.mim_eps_iter:g}; DeepFool {cfg.deepfool_iters} iterations, overshoot {cfg.deepfool_overshoot:g}, "
-            f"{cfg.deepfool_candidates} candidates; CW-L2 {cfg.cw_iters} iterations x {cfg.cw_binary_steps} "
-            f"binary-search steps, lr {cfg.cw_lr:g}, initial c {cfg.cw_initial_const:g}, confidence 0")
-    if "pgd" in cfg.attacks:
-        line += f"; PGD L2 eps {cfg.pgd_eps:g}, {cfg.pgd_iters} iterations, random start"
-    if "autoattack" in cfg.attacks:
-        line += (f"; AutoAttack {cfg.autoattack_version} ({', '.join(cfg.autoattack_parts)}), "
-                 f"{autoattack_eval.threat_model(cfg)} eps {cfg.autoattack_radius:g}, {cfg.autoattack_iters} "
-                 f"iterations (APGD, FAB), Square {cfg.autoattack_square_queries} queries, seed {cfg.autoattack_seed}")
+    # Only the attacks this evaluation ran (pgn's FGM / PGD points carry their own eps in figure3).
+    parts = {
+        "fgm": f"FGM L2 eps {cfg.fgm_eps:g}",
+        "mim": f"MIM L2 eps {cfg.mim_eps:g}, {cfg.mim_iters} iterations, step {cfg.mim_eps_iter:g}",
+        "pgd": f"PGD L2 eps {cfg.pgd_eps:g}, {cfg.pgd_iters} iterations, random start",
+        "deepfool": f"DeepFool {cfg.deepfool_iters} iterations, overshoot {cfg.deepfool_overshoot:g}, "
+                    f"{cfg.deepfool_candidates} candidates",
+        "cw": f"CW-L2 {cfg.cw_iters} iterations x {cfg.cw_binary_steps} binary-search steps, lr {cfg.cw_lr:g}, "
+              f"initial c {cfg.cw_initial_const:g}, confidence 0",
+        "autoattack": f"AutoAttack {cfg.autoattack_version} ({', '.join(cfg.autoattack_parts)}), "
+                      f"{autoattack_eval.threat_model(cfg)} eps {cfg.autoattack_radius:g}, {cfg.autoattack_iters} "
+                      f"iterations (APGD, FAB), Square {cfg.autoattack_square_queries} queries, seed "
+                      f"{cfg.autoattack_seed}",
+    }
+    line = "; ".join(parts[a] for a in cfg.attacks if a in parts) or "-"
     return {"dataset": dataset.name, "dataset_source": dataset.source, "n": n, "test_limit": cfg.test_limit,
             "source_run": cfg.source_run, "attacks": list(cfg.attacks), "settings": settings,
             "attack_engine": cfg.attack_engine, "eval_preset": cfg.eval_preset,

@@ -147,6 +147,8 @@ def test_eval_with_autoattack_writes_ids_flags_and_robustbench_and_reuses_its_ca
     markdown = (out / "results.md").read_text()
     assert "## AutoAttack" in markdown and "after apgd-t" in markdown and "## Seconds per attack" in markdown
     assert run["attacks"]["fgm"]["white"]["seconds"] > 0
+    line = stored["protocol"]["settings_line"]
+    assert "AutoAttack custom (apgd-ce, apgd-t, square)" in line and "CW-L2" not in line  # only what ran
 
     aa_module = importlib.import_module("attacks.autoattack")
     monkeypatch.setattr(aa_module, "autoattack", lambda *a, **k: pytest.fail("AutoAttack ran again"))
