@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from training.rundir import METRICS_FILE, strict_json
+from training.rundir import METRICS_FILE, drop_metrics_after, strict_json
 
 
 class RunLog:
@@ -28,7 +27,7 @@ class RunLog:
         self._run_dir = run_dir
         self._writer = None  # opened at the first summary: a process that trains nothing adds no event file
         if run_dir is not None and resume_at > 0:
-            _drop_records_after(run_dir / METRICS_FILE, resume_at)
+            drop_metrics_after(run_dir, resume_at)
         self._jsonl = None if run_dir is None else open(run_dir / METRICS_FILE, "a", encoding="utf-8")
 
     @property
@@ -61,27 +60,6 @@ class RunLog:
             self._writer.flush()
         if self._jsonl is not None:
             self._jsonl.close()
-
-
-def _drop_records_after(path: Path, step: int) -> None:
-    """Rewrites ``path`` (atomically) without the records whose step is past ``step``, and
-    without a last line cut short by a kill."""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if int(record.get("step", 0)) <= step:
-            kept.append(line)
-    if len(kept) == len(lines):
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def perturbation_grid(x, x_adv) -> np.ndarray:

@@ -8,6 +8,7 @@ the old run. ``--overwrite`` moves the old directory aside, it never deletes it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import math
@@ -89,11 +90,18 @@ def with_defaults(stored: dict, defaults: dict) -> dict:
 def recorded_settings(stored: dict) -> dict:
     """A run's config.json "settings" as today's code names and fills them (``with_defaults``): what
     evaluation, reports and sweeps compare. Reads no TensorFlow-dependent module but ``data``."""
-    import data  # DataConfig's defaults; imported here so that rundir itself stays import-light
-    from training.config import DefenseConfig, TrainConfig
+    from training.config import DefenseConfig  # imported here so that rundir itself stays import-light
 
-    defense = DefenseConfig(migrate_settings(stored).get("defense.defense", DefenseConfig.defense))
-    return with_defaults(stored, setting_defaults(data=data.DataConfig, train=TrainConfig, defense=defense))
+    return with_defaults(stored, _defaults_for(migrate_settings(stored).get("defense.defense", DefenseConfig.defense)))
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults_for(defense: str) -> dict:
+    """Today's defaults of a ``defense`` run's settings, computed once per defense: every read of a
+    run's settings fills from them (callers must not change the dict)."""
+    import data  # DataConfig's defaults
+    from training.config import DefenseConfig, TrainConfig
+    return setting_defaults(data=data.DataConfig, train=TrainConfig, defense=DefenseConfig(defense))
 
 
 def migrate_settings(stored: dict) -> dict:
@@ -188,13 +196,8 @@ def _probe_folder(folder: Path, problem: str) -> None:
                           f"choose a --run_dir on a writable file system") from None
 
 
-def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
-    """The records of a run's metrics.jsonl (those of ``kind`` if given), each (kind, step) once.
-
-    A run killed after logging but before its next checkpoint logged steps that the resumed run
-    trains and logs again (``RunLog.resume`` drops them when it resumes); this reader keeps the
-    last record of each step for what a log written before that fix holds twice. ``start`` events
-    are kept as they are (one per part of the run)."""
+def metrics_records(run_dir: Path) -> list[dict]:
+    """Every complete record of a run's metrics.jsonl, in order (a line cut short by a kill is skipped)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
@@ -202,8 +205,19 @@ def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             records.append(json.loads(line))
-        except ValueError:  # a line cut short by a kill
+        except ValueError:
             continue
+    return records
+
+
+def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
+    """The records of a run's metrics.jsonl (those of ``kind`` if given), each (kind, step) once.
+
+    A run killed after logging but before its next checkpoint logged steps that the resumed run
+    trains and logs again (``drop_metrics_after`` removes them when it resumes); this reader keeps
+    the last record of each step for what a log written before that fix holds twice. ``start``
+    events are kept as they are (one per part of the run)."""
+    records = metrics_records(run_dir)
     last = {}
     for i, record in enumerate(records):
         if record.get("kind") != "start":
@@ -211,6 +225,21 @@ def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
     kept = [r for i, r in enumerate(records)
             if r.get("kind") == "start" or last[r.get("kind"), r.get("step")] == i]
     return [r for r in kept if kind is None or r.get("kind") == kind]
+
+
+def drop_metrics_after(run_dir: Path, step: int) -> None:
+    """Rewrites metrics.jsonl (atomically) without the records past ``step`` and without a line
+    cut short by a kill: what a resumed run is about to train and log again."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return
+    records = metrics_records(run_dir)
+    kept = [r for r in records if int(r.get("step", 0)) <= step]
+    if len(kept) == len(path.read_text(encoding="utf-8").splitlines()):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def create_run_dir(run_dir: Path, record: dict, overwrite: bool) -> Path | None:
