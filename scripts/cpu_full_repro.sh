@@ -29,9 +29,11 @@ sweep() {
 }
 case "$STAGE" in
   calibrate) sweep --defense none --seeds 0 ;;
-  pgn-curve)
-    sweep --defense pgn --sweep c_l=0.1,0.3,1 --seeds 0
-    ROOT="$ROOT-unit" sweep --defense pgn --sweep c_l=0.1,0.3,1 --pgn_grad_scale unit --seeds 0 ;;
+  pgn-curve)  # PGN_CL first (it is also the table's seed 0), for both variants, then the other values
+    for values in "$PGN_CL" 0.1,0.3,1; do
+      sweep --defense pgn --sweep c_l="$values" --seeds 0
+      ROOT="$ROOT-unit" sweep --defense pgn --sweep c_l="$values" --pgn_grad_scale unit --seeds 0
+    done ;;
   table)
     sweep --defense none --seeds 0,1,2
     sweep --defense fgm --sweep eps=0.5 --seeds 0,1,2
