@@ -36,17 +36,19 @@ from eval.evaluate import evaluate_target
 from eval.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
 from eval.metrics import summarize
 from eval.runs import TrainedRun, load_run
-from eval.report_tables import DEFENSE_TITLES
+from eval.report_tables import DEFENSE_TITLES, group_title
 from eval.suite import LoadedRun, outcome
-from training.rundir import (CONFIG_FILE, RunDirError, git_state, move_aside, package_versions, read_config,
-                             write_json_atomic)
+from training.rundir import (CONFIG_FILE, RunDirError, default_settings, git_state, move_aside, package_versions,
+                             read_config, write_json_atomic)
 from training.sweep import is_finished
 
 REPORT_DIR = "report"
 # What a report was asked for and made from; a report that differs in any of these is kept aside.
 REPORT_INPUTS = ("sweeps", "test_images", "match_benign", "target", "tolerance", "attack_settings",
-                 "curve_test_images")
+                 "curve_test_images", "source_run")
 TABLE_ATTACKS = DEFAULT_ATTACKS  # the paper's Table 2 columns
+# What else a report runs on the table runs when --attacks names it: the field's standard evaluation.
+EXTRA_ATTACKS = ("autoattack",)
 # Settings that differ between runs of one sweep without being what it swept.
 _NOT_SWEPT = ("train.seed", "train.epochs")
 
@@ -57,6 +59,7 @@ class StudyRun:
     swept: str | None          # the setting the defense's sweep varied ("defense.eps", ...)
     accuracies: dict           # epoch -> benign accuracy recorded in training
     kept: list
+    group: str = ""            # the defense and its variant: "pgn", "pgn[pgn_grad_scale=unit]" (group())
 
     @property
     def defense(self) -> str:
@@ -72,7 +75,7 @@ class StudyRun:
 
     @property
     def label(self) -> str:
-        title = DEFENSE_TITLES.get(self.defense, self.defense)
+        title = group_title(self.group or self.defense)
         return title if self.swept is None else f"{title} {self.swept.split('.')[-1]}={self.value:g}"
 
 
@@ -87,6 +90,11 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
         raise ValueError(f"--match_tolerance must be >= 0, got {tolerance}")
     started = time.monotonic()
     runs, unfinished = discover(Path(root))
+    source = load_run(cfg.source_run) if cfg.source_run else None
+    if source is not None:  # the black-box source is an independent run, not one of the table's
+        runs = [r for r in runs if r.run.run_dir.resolve() != source.run_dir.resolve()]
+        if not runs:
+            raise RunDirError(f"--root {root} holds no finished run besides --source_run {cfg.source_run}")
     groups = group(runs)
     table_runs = {d: table_point(rs) for d, rs in groups.items()}
     target = resolve_target(target_spec, table_runs)
@@ -103,14 +111,22 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     say(f"{len(runs)} finished run(s) in {root}" + (f", {len(unfinished)} unfinished (left out)" if unfinished else "")
         + (f"; matching benign accuracy {target:.3f}" if target is not None else ""))
 
+    requested = cfg.attacks
     cfg = dataclasses.replace(cfg, run_dirs=tuple(str(r.run.run_dir) for r in runs),
                               attacks=tuple(a for a in cfg.attacks if a in TABLE_ATTACKS) or TABLE_ATTACKS)
+    cfg = dataclasses.replace(cfg, attacks=cfg.attacks + tuple(a for a in EXTRA_ATTACKS if a in requested))
     cfg.validate()
     dataset = data.load_dataset(runs[0].run.data_config(cfg.test_limit, cfg.cache_dir))
     x_test, y_test = dataset.test_images.astype(np.float32) / 255.0, dataset.test_labels
 
     def loaded(run: TrainedRun) -> LoadedRun:
         return LoadedRun(run, x_test, y_test, dataset.name, cfg.test_limit)
+
+    attacker = loaded(source) if source is not None else None
+    if source is not None and source.config["dataset"]["name"] != runs[0].run.config["dataset"]["name"]:
+        raise RunDirError(f"--source_run {source.run_dir} was trained on {source.config['dataset']['name']}, not "
+                          f"{runs[0].run.config['dataset']['name']}: black-box attacks need one test set")
+    crafted: dict = {}  # the source's adversarials, crafted once for every table run
 
     # 1. Table 2 at matched benign accuracy.
     table = {}
@@ -121,7 +137,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
             match = closest_epoch(member.accuracies, member.kept or [max(member.accuracies)], target, tolerance)
             epoch = match.epoch if member.kept else None
             say(f"table: {member.run.name} at epoch {match.epoch} (recorded benign accuracy {match.accuracy:.3f})")
-            result = evaluate_target(loaded(load_run(member.run.run_dir, epoch)), cfg)
+            result = evaluate_target(loaded(load_run(member.run.run_dir, epoch)), cfg, attacker, crafted)
             rows.append({"run": member.run.name, "seed": member.seed, "match": _match_dict(match), **result})
         table[defense] = {"label": members[0].label, "value": members[0].value, "rows": rows}
 
@@ -138,7 +154,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
 
     points = []
     for member in (m for members in groups.values() for m in members):
-        points.append({"defense": member.defense, "swept": member.swept, "value": member.value,
+        points.append({"defense": member.defense, "group": member.group, "swept": member.swept, "value": member.value,
                        "seed": member.seed, "run": member.run.name,
                        "benign_accuracy": member.accuracies[max(member.accuracies)], "cw": curve_cw(member.run),
                        "training_attack": _training_attack(member.run.run_dir)})
@@ -150,6 +166,10 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
             over_epochs.append({"epoch": epoch, "benign_accuracy": first.accuracies[epoch],
                                 "cw": curve_cw(load_run(first.run.run_dir, epoch))})
 
+    attack_over_epochs = {key: _attack_over_epochs(min(members, key=lambda r: r.seed))
+                          for key, members in table_runs.items()}
+    costs = {key: _cost(members) for key, members in groups.items()}
+
     out_dir = Path(root) / REPORT_DIR
     protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
     protocol["curve_test_images"] = int(len(picks))
@@ -160,6 +180,8 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"protocol": protocol, "table": table, "curve_points": points,
               "fgm_over_epochs": {"run": first.run.name if fgm_runs else None, "points": over_epochs},
+              "training_attack_over_epochs": {k: v for k, v in attack_over_epochs.items() if v["epochs"]},
+              "costs": costs,
               "unfinished": [str(p) for p in unfinished]}
     report["plots"] = report_curves.draw(report, out_dir)
     report["claims"] = report_claims.assess(report)
@@ -205,20 +227,44 @@ def recorded_subsets(runs: list[StudyRun]) -> dict[str, list[str]]:
 
 
 def group(runs: list[StudyRun]) -> dict[str, list[StudyRun]]:
-    """Runs by defense (clean first), each marked with the setting its sweep varied."""
+    """Runs by defense and variant (clean first), each marked with the setting its sweep varied.
+
+    Within a defense, a setting that takes text or boolean values and differs between its runs is
+    a *variant* (another algorithm: ``--pgn_grad_scale unit``, ``--l2l_attacker slim``): its runs
+    are a group, and a curve, of their own, keyed ``pgn[pgn_grad_scale=unit]`` by the values away
+    from the defaults (the defaults' group keeps the plain ``pgn``). A number that differs is what
+    the group's sweep varied, its curve's axis: at most one per group."""
     order = list(DEFENSE_TITLES)
-    groups: dict[str, list[StudyRun]] = {}
+    by_defense: dict[str, list[StudyRun]] = {}
     for member in sorted(runs, key=lambda r: (order.index(r.defense) if r.defense in order else 99, r.run.name)):
-        groups.setdefault(member.defense, []).append(member)
-    for members in groups.values():
-        keys = sorted({k for m in members for k in m.run.settings if k not in _NOT_SWEPT
-                       and len({json.dumps(x.run.settings.get(k)) for x in members}) > 1})
-        if len(keys) > 1:
-            raise RunDirError(f"the {members[0].defense} runs differ in more than one setting ({', '.join(keys)}): "
-                              f"a report compares one sweep per defense; put other sweeps under another --root")
+        by_defense.setdefault(member.defense, []).append(member)
+    groups: dict[str, list[StudyRun]] = {}
+    for defense, members in by_defense.items():
+        differing = _differing(members)
+        categorical = [k for k in differing if all(isinstance(m.run.settings.get(k), (str, bool, type(None)))
+                                                  for m in members)]
+        defaults = default_settings(defense)
         for member in members:
+            away = {k: member.run.settings.get(k) for k in categorical if member.run.settings.get(k) != defaults.get(k)}
+            shown = ",".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(away.items()))
+            key = f"{defense}[{shown}]" if away else defense
+            groups.setdefault(key, []).append(member)
+    for key, members in groups.items():
+        keys = _differing(members)
+        if len(keys) > 1:
+            raise RunDirError(f"the {key} runs differ in more than one setting ({', '.join(keys)}): "
+                              f"a report compares one sweep per defense and variant; put other sweeps under another "
+                              f"--root")
+        for member in members:
+            member.group = key
             member.swept = keys[0] if keys else None
     return groups
+
+
+def _differing(members: list[StudyRun]) -> list[str]:
+    """The settings in which the runs differ, but for the seed and the epoch count."""
+    return sorted({k for m in members for k in m.run.settings if k not in _NOT_SWEPT
+                   and len({json.dumps(x.run.settings.get(k)) for x in members}) > 1})
 
 
 def table_point(members: list[StudyRun]) -> list[StudyRun]:
@@ -262,6 +308,34 @@ def _training_attack(run_dir: Path) -> dict | None:
     return {"delta_l2": float(last["monitor_delta_l2_mean"]), "accuracy": float(last["monitor_adv_acc"])}
 
 
+# Per-epoch diagnostics of the attack a classifier trains against, from training's log: its mean L2
+# and the classifier's accuracy under it (every attacking defense); for a learned attacker fed a
+# gradient (PGN), how far x_adv moves when that input is zeroed and the input's RMS.
+ATTACK_DIAGNOSTICS = ("monitor_delta_l2_mean", "monitor_adv_acc", "monitor_zeroed_grad_shift_l2",
+                      "monitor_grad_input_rms")
+
+
+def _attack_over_epochs(member: StudyRun) -> dict:
+    """The training attack's diagnostics of one run (a group's table point, lowest seed) per epoch;
+    no epochs for clean training."""
+    records = epoch_records(member.run.run_dir)
+    epochs = [{"epoch": e, **{k: r[k] for k in ATTACK_DIAGNOSTICS if r.get(k) is not None}}
+              for e, r in sorted(records.items())]
+    if not any(p.get("monitor_delta_l2_mean") for p in epochs):
+        epochs = []
+    return {"run": member.run.name, "epochs": epochs}
+
+
+def _cost(members: list[StudyRun]) -> dict:
+    """A group's training cost: median s/epoch over its runs (each the median of its own epochs'
+    training steps, as Table 2's column) and its runs' total training hours."""
+    medians = [m.run.seconds_per_epoch() for m in members]
+    medians = [m for m in medians if m is not None]
+    seconds = sum(r["seconds_per_epoch"] for m in members for r in epoch_records(m.run.run_dir).values())
+    return {"runs": len(members), "seconds_per_epoch": statistics.median(medians) if medians else None,
+            "training_hours": round(seconds / 3600, 3)}
+
+
 def _set_aside_if_different(out_dir: Path, protocol: dict) -> Path | None:
     """Moves an earlier report aside unless it was made from the same runs and settings, in which
     case rewriting it reproduces it from the cached attacks."""
@@ -289,7 +363,9 @@ def _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance) -> dic
                        "seeds": sorted({m.seed for m in ms})} for d, ms in groups.items()},
         "match_benign": target_spec if isinstance(target_spec, str) or target_spec is None else float(target_spec),
         "target": target, "tolerance": tolerance,
-        "attack_settings": {a: cfg.attack_settings(a) for a in TABLE_ATTACKS + ("masking",)},
+        "attack_settings": {a: cfg.attack_settings(a) for a in TABLE_ATTACKS + ("masking",)
+                            + tuple(a for a in EXTRA_ATTACKS if a in cfg.attacks)},
+        "source_run": str(cfg.source_run) if cfg.source_run else None,
         "training_hours": round(train_seconds / 3600, 2),
         "hardware": {"platform": host.get("platform", platform.platform()), "cpus": host.get("cpus", os.cpu_count())},
         "versions": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from eval.report_tables import DEFENSE_TITLES, TABLE_COLUMNS, aggregate_table, curve_by_defense, rho_at
+from eval.report_tables import TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense, group_title, rho_at
 
 # The paper's CIFAR-10 Table 3 (this reproduction's dataset) and CIFAR-100 Table 2, from methods.md.
 PAPER_TABLE3 = {  # FGM acc, MIM acc, DeepFool mean L2, CW mean L2, benign, s/epoch
@@ -65,17 +65,25 @@ def assess(report: dict) -> list[dict]:
             overall = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
             claims.append({"claim": claim, "paper": paper, "ours": "; ".join(parts), "verdict": overall})
 
-    pairwise("PGN's classifier needs larger CW-L2 perturbations (rho_cw) than FGM-AT's and PGD-AT's at the same "
-             "benign accuracy (Tables 2-3).", "CIFAR-10 CW mean L2: PGN 0.437, FGM-AT 0.420, PGD-AT 0.409; "
-             "CIFAR-100: 0.262 vs 0.133 and 0.131.", "cw_mean", "pgn", BASELINES)
-    pairwise("PGN keeps more accuracy under white-box FGM than FGM-AT and PGD-AT (Tables 2-3).",
-             "CIFAR-10 FGM accuracy: PGN 0.653, FGM-AT 0.634, PGD-AT 0.626.", "fgm_acc", "pgn", BASELINES)
-    pairwise("PGN keeps more accuracy under white-box MIM than FGM-AT and PGD-AT (Tables 2-3).",
-             "CIFAR-10 MIM accuracy: PGN 0.596, FGM-AT 0.554, PGD-AT 0.543.", "mim_acc", "pgn", BASELINES)
-    for defense in ("fgm", "pgd", "pgn"):
+    pgn_groups = [g for g in agg if base_defense(g) == "pgn"]  # the paper's PGN, then its variants
+    for pgn in pgn_groups:
+        name = _title(pgn)
+        pairwise(f"{name}'s classifier needs larger CW-L2 perturbations (rho_cw) than FGM-AT's and PGD-AT's at "
+                 "the same benign accuracy (Tables 2-3).", "CIFAR-10 CW mean L2: PGN 0.437, FGM-AT 0.420, PGD-AT "
+                 "0.409; CIFAR-100: 0.262 vs 0.133 and 0.131.", "cw_mean", pgn, BASELINES)
+        pairwise(f"{name} keeps more accuracy under white-box FGM than FGM-AT and PGD-AT (Tables 2-3).",
+                 "CIFAR-10 FGM accuracy: PGN 0.653, FGM-AT 0.634, PGD-AT 0.626.", "fgm_acc", pgn, BASELINES)
+        pairwise(f"{name} keeps more accuracy under white-box MIM than FGM-AT and PGD-AT (Tables 2-3).",
+                 "CIFAR-10 MIM accuracy: PGN 0.596, FGM-AT 0.554, PGD-AT 0.543.", "mim_acc", pgn, BASELINES)
+        if not math.isnan(agg[pgn]["autoattack_acc"][0]):
+            pairwise(f"{name} keeps more accuracy under AutoAttack than FGM-AT and PGD-AT.",
+                     "not measured (its claim that PGN is the more robust, judged by the field's standard "
+                     "evaluation: robust accuracy at the AutoAttack radius).", "autoattack_acc", pgn,
+                     BASELINES)
+    for defense in ("fgm", "pgd", *pgn_groups):
         pairwise(f"{_title(defense)} raises rho_cw over clean training at the same benign accuracy.",
-                 f"CIFAR-10 CW mean L2: {_title(defense)} {PAPER_TABLE3[defense]['cw_mean']}, clean 0.174.",
-                 "cw_mean", defense, ("none",))
+                 f"CIFAR-10 CW mean L2: {_title(base_defense(defense))} "
+                 f"{PAPER_TABLE3[base_defense(defense)]['cw_mean']}, clean 0.174.", "cw_mean", defense, ("none",))
     if "fgm" in agg and "pgd" in agg:
         diff, margin = compare(agg["fgm"]["cw_mean"], agg["pgd"]["cw_mean"], agg["fgm"]["n"], agg["pgd"]["n"])
         same = abs(diff) <= max(0.0 if math.isnan(margin) else margin, 0.05 * agg["pgd"]["cw_mean"][0])
@@ -85,37 +93,38 @@ def assess(report: dict) -> list[dict]:
                                f"(difference {diff:+.3f}, {_two_se(margin)}; about equal: within 5% or 2 SE)",
                        "verdict": ("supported" if same else "contradicted") +
                                   (" (one seed)" if math.isnan(margin) else "")})
-    claims.append(_curve_claim(report))
+    claims.extend(_curve_claim(report, pgn) for pgn in pgn_groups)
     claims.append(_cost_claim(agg))
     return [c for c in claims if c]
 
 
-def _curve_claim(report: dict) -> dict | None:
-    """Figure 5: where PGN's and a baseline's curves cover the same benign accuracies, is PGN's
-    rho_cw higher?"""
+def _curve_claim(report: dict, pgn: str = "pgn") -> dict | None:
+    """Figure 5: where the curves of PGN (group ``pgn``: the paper's or a variant) and a baseline
+    cover the same benign accuracies, is PGN's rho_cw higher?"""
     curves = curve_by_defense(report["curve_points"], "all")
-    if "pgn" not in curves:
+    if pgn not in curves:
         return None
+    name = _title(pgn)
     parts, verdicts = [], []
     for base in BASELINES:
         if base not in curves:
             continue
-        lo = max(min(p["benign_mean"] for p in curves[c]) for c in ("pgn", base))
-        hi = min(max(p["benign_mean"] for p in curves[c]) for c in ("pgn", base))
+        lo = max(min(p["benign_mean"] for p in curves[c]) for c in (pgn, base))
+        hi = min(max(p["benign_mean"] for p in curves[c]) for c in (pgn, base))
         grid = [lo + (hi - lo) * i / 10 for i in range(11)] if hi > lo else []
-        gaps = [(rho_at(curves["pgn"], b), rho_at(curves[base], b)) for b in grid]
+        gaps = [(rho_at(curves[pgn], b), rho_at(curves[base], b)) for b in grid]
         gaps = [p - q for p, q in gaps if p is not None and q is not None]
         if not gaps:
-            parts.append(f"PGN's and {_title(base)}'s curves share no benign-accuracy range")
+            parts.append(f"{name}'s and {_title(base)}'s curves share no benign-accuracy range")
             verdicts.append("cannot be assessed")
             continue
         above = sum(g > 0 for g in gaps) / len(gaps)
         verdicts.append("supported" if above == 1 else "contradicted" if above == 0 else "mixed")
-        parts.append(f"over benign accuracy {lo:.3f}-{hi:.3f}, PGN's rho_cw is above {_title(base)}'s at "
+        parts.append(f"over benign accuracy {lo:.3f}-{hi:.3f}, {name}'s rho_cw is above {_title(base)}'s at "
                      f"{above:.0%} of 11 points (mean gap {sum(gaps) / len(gaps):+.3f})")
     if not verdicts:
         return None
-    return {"claim": "PGN's robustness curve (benign accuracy against rho_cw) lies above FGM-AT's and PGD-AT's "
+    return {"claim": f"{name}'s robustness curve (benign accuracy against rho_cw) lies above FGM-AT's and PGD-AT's "
                      "(Figure 5).", "paper": "Figure 5: PGN above both across the sweep.",
             "ours": "; ".join(parts), "verdict": verdicts[0] if len(set(verdicts)) == 1 else "mixed"}
 
@@ -138,6 +147,8 @@ def _cost_claim(agg: dict) -> dict | None:
 def markdown(report: dict) -> str:
     p = report["protocol"]
     agg = aggregate_table(report["table"])
+    # The columns some run has (AutoAttack and black-box ones only where the report ran them).
+    columns = [c for c in TABLE_COLUMNS if any(not math.isnan(row[c[0]][0]) for row in agg.values())]
     sweeps = "; ".join(
         f"{_title(d)}: " + (f"{s['setting'].split('.')[-1]} = {', '.join(f'{v:g}' for v in s['values'])}"
                             if s["setting"] else "no sweep") + f", seeds {', '.join(map(str, s['seeds']))}"
@@ -169,6 +180,9 @@ def markdown(report: dict) -> str:
         f"{a['mim']['mim_eps']:g}, {a['mim']['mim_iters']} iterations; DeepFool {a['deepfool']['deepfool_iters']} "
         f"iterations, overshoot {a['deepfool']['deepfool_overshoot']:g}; CW-L2 {a['cw']['cw_iters']} iterations x "
         f"{a['cw']['cw_binary_steps']} binary steps, lr {a['cw']['cw_lr']:g}, initial c {a['cw']['cw_initial_const']:g}.",
+        *([_autoattack_line(a["autoattack"])] if "autoattack" in a else []),
+        *([f"- Black-box: every attack also crafted on the independent run `{Path(p['source_run']).name}` and "
+           f"transferred."] if p.get("source_run") else []),
         f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
         f"{p['training_hours']:.2f} h in all, this report {p.get('report_seconds', 0) / 60:.1f} min.",
         "- Software: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
@@ -184,11 +198,11 @@ def markdown(report: dict) -> str:
         "the attack. s/epoch is the median time of an epoch's training steps, without the per-epoch "
         "evaluation and without epochs that compiled the step or were resumed part-way.",
         "",
-        "| defense | n | " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " | epochs | max off target |",
-        "|---|---|" + "---|" * len(TABLE_COLUMNS) + "---|---|",
+        "| defense | n | " + " | ".join(h for _, h, _ in columns) + " | epochs | max off target |",
+        "|---|---|" + "---|" * len(columns) + "---|---|",
     ]
     for defense, row in agg.items():
-        cells = [_pm(row[key], 1 if key == "seconds_per_epoch" else 3) for key, _, _ in TABLE_COLUMNS]
+        cells = [_pm(row[key], 1 if key == "seconds_per_epoch" else 3) for key, _, _ in columns]
         off = f"{row['max_difference']:.3f}" + ("" if row["all_matched"] else " **unmatched**")
         lines.append(f"| {row['label']} | {row['n']} | " + " | ".join(cells) + f" | {_epochs(row['epochs'])} | {off} |")
     lines += ["", "The paper's CIFAR-10 Table 3, for the shape of the result (full model, 200 epochs, all images):", "",
@@ -234,6 +248,7 @@ def markdown(report: dict) -> str:
                          f"{_pm((q['benign_mean'], q['benign_std']))} | {_pm((q['rho_mean'], q['rho_std']))} | "
                          f"{_pm((c['rho_mean'], c['rho_std']))} | {_num(q.get('attack_l2_mean'))} | "
                          f"{_num(q.get('attack_acc_mean'))} |")
+    lines += _training_attack_markdown(report) + _cost_markdown(report)
     lines += ["", "## The paper's claims against these numbers", "",
               "Rule: a difference is *supported* when it has the paper's sign and exceeds two standard errors "
               "over seeds, *contradicted* when it exceeds them the other way, *inconclusive* otherwise. With one "
@@ -245,6 +260,57 @@ def markdown(report: dict) -> str:
     if report.get("unfinished"):
         lines += ["Unfinished runs left out: " + ", ".join(f"`{Path(u).name}`" for u in report["unfinished"]), ""]
     return "\n".join(lines)
+
+
+def _autoattack_line(aa: dict) -> str:
+    norm = "L2" if str(aa["norm"]) == "2" else "L-inf"
+    return (f"- AutoAttack ({aa['version']}: {', '.join(aa['attacks'])}; {aa['iters']} iterations, Square "
+            f"{aa['square_queries']} queries), {norm} eps {aa['eps']:g}: robust accuracy (the field's headline "
+            f"number), and the worst case per example over AutoAttack and every other attack of the table inside "
+            f"that radius.")
+
+
+def _training_attack_markdown(report: dict) -> list[str]:
+    over = report.get("training_attack_over_epochs") or {}
+    if not over:
+        return []
+    lines = ["", "## The training attack over epochs", "",
+             "From training's log, on its monitor images, for the first seed of each Table 2 point: the mean L2 "
+             "of the perturbations the classifier trained against (at the first, middle and last epoch), the "
+             "EMA classifier's accuracy under them at the end, and, for a learned attacker fed a gradient (PGN's "
+             "G), how far its x_adv moves when that gradient input is zeroed, as a fraction of the perturbation "
+             "(near 0: the generator ignores the gradient), with the input's RMS per pixel.", "",
+             "| defense | run | L2, first epoch | L2, middle | L2, last | acc under it | zeroed-gradient shift / L2 "
+             "| gradient input RMS |", "|---|---|---|---|---|---|---|---|"]
+    for group, entry in over.items():
+        epochs = entry["epochs"]
+        first, middle, last = epochs[0], epochs[len(epochs) // 2], epochs[-1]
+        shift = last.get("monitor_zeroed_grad_shift_l2")
+        ratio = shift / last["monitor_delta_l2_mean"] if shift is not None and last["monitor_delta_l2_mean"] else None
+        rms = last.get("monitor_grad_input_rms")
+        lines.append(f"| {_title(group)} | {entry['run']} | " + " | ".join(
+            f"{e['monitor_delta_l2_mean']:.3f} (ep {e['epoch']})" for e in (first, middle, last))
+            + f" | {_num(last.get('monitor_adv_acc'))} | {_num(ratio)} | "
+            + ("-" if rms is None else f"{rms:.2e}") + " |")
+    return lines
+
+
+def _cost_markdown(report: dict) -> list[str]:
+    costs = report.get("costs") or {}
+    clean = (costs.get("none") or {}).get("seconds_per_epoch")
+    if not costs:
+        return []
+    lines = ["", "## Training cost", "",
+             "Median time of an epoch's training steps (each run's median over its epochs, then the median over "
+             "the group's runs; without the per-epoch evaluation and compiling epochs), and the group's total "
+             "training time (every epoch of every run, evaluation excluded). Runs shared the 2 cores with other "
+             "work at times, so these are upper bounds.", "",
+             "| defense | runs | s/epoch | x clean | training hours |", "|---|---|---|---|---|"]
+    for group, cost in costs.items():
+        sec = cost["seconds_per_epoch"]
+        lines.append(f"| {_title(group)} | {cost['runs']} | {_num(sec, 1)} | "
+                     f"{_num(sec / clean if sec and clean else None, 2)} | {cost['training_hours']:.2f} |")
+    return lines
 
 
 def _key(value) -> str:
@@ -270,5 +336,5 @@ def _epochs(epochs: list[int]) -> str:
     return ", ".join(map(str, epochs))
 
 
-def _title(defense: str) -> str:
-    return DEFENSE_TITLES.get(defense, defense)
+def _title(group: str) -> str:
+    return group_title(group)

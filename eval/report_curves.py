@@ -7,16 +7,45 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
-from eval.report_tables import DEFENSE_TITLES, curve_by_defense  # noqa: E402
+from eval.report_tables import base_defense, curve_by_defense, group_title  # noqa: E402
 from training.defenses import marker  # noqa: E402  (each defense declares its plot marker)
 
 
 def draw(report: dict, out_dir: Path) -> list[str]:
     paths = [_figure5(report, out_dir / "figure5_robustness_curve.png")]
-    fgm_points = [p for p in report["curve_points"] if p["defense"] == "fgm"]
+    fgm_points = [p for p in report["curve_points"] if (p.get("group") or p["defense"]) == "fgm"]
     if fgm_points:
         paths.append(_figure2(report, fgm_points, out_dir / "figure2_fgm.png"))
+    if report.get("training_attack_over_epochs"):
+        paths.append(_training_attack(report, out_dir / "training_attack.png"))
     return paths
+
+
+def _training_attack(report: dict, path: Path) -> str:
+    """Left: the mean L2 of the perturbations each table point's first run trained against, per
+    epoch; right: for learned attackers fed a gradient, how far x_adv moves when that gradient is
+    zeroed, as a fraction of the perturbation (0: the attacker ignores it)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for group, entry in report["training_attack_over_epochs"].items():
+        epochs = entry["epochs"]
+        style = dict(marker=marker(base_defense(group)), label=group_title(group), markersize=4,
+                     linestyle="--" if group != base_defense(group) else "-")
+        left.plot([p["epoch"] for p in epochs], [p["monitor_delta_l2_mean"] for p in epochs], **style)
+        zeroed = [p for p in epochs if "monitor_zeroed_grad_shift_l2" in p and p["monitor_delta_l2_mean"]]
+        if zeroed:
+            right.plot([p["epoch"] for p in zeroed],
+                       [p["monitor_zeroed_grad_shift_l2"] / p["monitor_delta_l2_mean"] for p in zeroed], **style)
+    left.set_xlabel("epoch")
+    left.set_ylabel("training perturbation, mean L2")
+    right.set_xlabel("epoch")
+    right.set_ylabel("x_adv shift when G's gradient input is zeroed / perturbation L2")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"the attack each classifier trained against (monitor images, training's log); "
+                 f"{report['protocol']['dataset']}", fontsize=9)
+    return _save(fig, path)
 
 
 def _figure5(report: dict, path: Path) -> str:
@@ -25,10 +54,12 @@ def _figure5(report: dict, path: Path) -> str:
     before the attack."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, which in zip(axes, ("all", "correct")):
-        for defense, points in curve_by_defense(report["curve_points"], which).items():
+        for group, points in curve_by_defense(report["curve_points"], which).items():
+            variant = group != base_defense(group)  # a variant: its defense's marker, hollow and dashed
             ax.errorbar([p["benign_mean"] for p in points], [p["rho_mean"] for p in points],
                         xerr=[p["benign_std"] for p in points], yerr=[p["rho_std"] for p in points],
-                        marker=marker(defense), capsize=3, label=DEFENSE_TITLES.get(defense, defense))
+                        marker=marker(base_defense(group)), capsize=3, label=group_title(group),
+                        linestyle="--" if variant else "-", markerfacecolor="none" if variant else None)
             for p in points:
                 if p["value"] is not None:
                     ax.annotate(f"{p['value']:g}", (p["benign_mean"], p["rho_mean"]), fontsize=6,

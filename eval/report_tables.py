@@ -8,10 +8,30 @@ from training.defenses import SETTINGS
 # Each defense's display name from its declaration (training/defenses/*_settings.py), in table order.
 DEFENSE_TITLES = {name: settings.title for name, settings in SETTINGS.items()}
 
+
+
+def base_defense(group: str) -> str:
+    """The defense of a report group: "pgn[pgn_grad_scale=unit]" -> "pgn" (eval.report.group)."""
+    return group.split("[", 1)[0]
+
+
+def group_title(group: str) -> str:
+    """A report group's name in tables and legends: "PGN", "PGN (pgn_grad_scale=unit)"."""
+    defense, _, variant = group.partition("[")
+    title = DEFENSE_TITLES.get(defense, defense)
+    return f"{title} ({variant.rstrip(']')})" if variant else title
+
+
 # Table 2's columns: (key, heading, where in a row the value is).
 TABLE_COLUMNS = (
+    # The field's headline (--attacks ...,autoattack): AutoAttack's robust accuracy, and the worst
+    # case per example over it and every other attack of the table inside its radius.
+    ("autoattack_acc", "AutoAttack acc", ("autoattack", "robust_accuracy")),
+    ("worst_case_acc", "worst-case acc", ("autoattack", "worst_case", "accuracy")),
     ("fgm_acc", "FGM acc", ("attacks", "fgm", "white", "accuracy")),
     ("mim_acc", "MIM acc", ("attacks", "mim", "white", "accuracy")),
+    ("fgm_black", "FGM acc (black-box)", ("attacks", "fgm", "black", "accuracy")),
+    ("mim_black", "MIM acc (black-box)", ("attacks", "mim", "black", "accuracy")),
     ("deepfool_mean", "DeepFool mean L2", ("attacks", "deepfool", "white", "mean_l2_all")),
     ("cw_mean", "CW mean L2", ("attacks", "cw", "white", "mean_l2_all")),
     ("cw_median", "CW median L2", ("attacks", "cw", "white", "median_l2_all")),
@@ -53,11 +73,11 @@ def aggregate_table(table: dict) -> dict:
 
 
 def curve_by_defense(points: list[dict], which: str = "all") -> dict[str, list[dict]]:
-    """Figure 5's points: per defense and swept value, benign accuracy and rho_cw (mean, std over
-    seeds), sorted by benign accuracy."""
+    """Figure 5's points: per report group (a defense and its variant) and swept value, benign
+    accuracy and rho_cw (mean, std over seeds), sorted by benign accuracy."""
     grouped: dict = {}
     for p in points:
-        grouped.setdefault(p["defense"], {}).setdefault(p["value"], []).append(p)
+        grouped.setdefault(p.get("group") or p["defense"], {}).setdefault(p["value"], []).append(p)
     curves = {}
     for defense, by_value in grouped.items():
         rows = []

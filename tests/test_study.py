@@ -135,6 +135,40 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
 
 
 @pytest.mark.slow
+def test_the_report_compares_pgn_variants_with_autoattack_and_a_black_box_source(tiny_folder, tmp_path):
+    """One root: clean seed 0, the black-box source (clean seed 3), PGN as the paper has it and with
+    --pgn_grad_scale unit; the report keeps the source out of the table, groups the variants apart,
+    runs AutoAttack on every table run and says how each PGN trained."""
+    root = tmp_path / "variants"
+    data_cfg, train_cfg, _, run_cfg = _configs(tiny_folder, tmp_path)
+    run_sweep(str(root), Sweep.parse(""), (0, 3), data_cfg, train_cfg, DefenseConfig(defense="none"), run_cfg, **QUIET)
+    for scale in ("batch_mean", "unit"):
+        run_sweep(str(root), Sweep.parse("c_l=1"), (0,), data_cfg, train_cfg,
+                  DefenseConfig("pgn", c_l=1.0, gen_width=0.125, pgn_grad_scale=scale), run_cfg, **QUIET)
+    assert sorted(p.name for p in root.iterdir()) == [
+        "none-seed0", "none-seed3", "pgn-c_l1-seed0", "pgn-pgn_grad_scaleunit-c_l1-seed0"]
+    cfg = EvalConfig(run_dirs=(), source_run=str(root / "none-seed3"), attacks=("fgm", "mim", "cw", "autoattack"),
+                     autoattack_version="custom", autoattack_attacks=("apgd-ce", "square"), autoattack_iters=5,
+                     autoattack_square_queries=10, autoattack_curve=(), **FAST)
+    report = report_mode.build_report(str(root), cfg, "lowest", 0.01, **QUIET)
+    assert list(report["table"]) == ["none", "pgn", "pgn[pgn_grad_scale=unit]"]  # the source is not a table run
+    for entry in report["table"].values():
+        (row,) = entry["rows"]
+        assert 0 <= row["autoattack"]["robust_accuracy"] <= row["attacks"]["fgm"]["white"]["accuracy"] + 1e-9
+        assert "black" in row["attacks"]["fgm"] and "black" in row["attacks"]["mim"]
+    over = report["training_attack_over_epochs"]
+    assert set(over) == {"pgn", "pgn[pgn_grad_scale=unit]"}  # clean training has no training attack
+    assert all(len(v["epochs"]) == 2 and "monitor_zeroed_grad_shift_l2" in v["epochs"][-1] for v in over.values())
+    assert set(report["costs"]) == set(report["table"]) and report["costs"]["none"]["runs"] == 1
+    markdown = (root / report_mode.REPORT_DIR / "report.md").read_text()
+    for text in ("| AutoAttack acc |", "FGM acc (black-box)", "| PGN (pgn_grad_scale=unit) | 1 |",
+                 "## The training attack over epochs", "## Training cost", "none-seed3", "training_attack.png",
+                 "**PGN (pgn_grad_scale=unit) raises rho_cw over clean training"):
+        assert text in markdown, text
+    assert "| clean | 1 |" in markdown and "| clean | 2 |" not in markdown
+
+
+@pytest.mark.slow
 def test_a_target_no_run_reaches_is_reported_unmatched(study_root):
     report = report_mode.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "0.999", 0.01,
                                 curve_test_limit=12, **QUIET)
@@ -182,3 +216,65 @@ def test_a_one_seed_comparison_goes_by_sign_and_says_so():
     assert diff == pytest.approx(-0.2) and claims.verdict(diff, margin) == "contradicted (one seed)"
     assert claims.verdict(*claims.compare((0.5, 0.01), (0.7, 0.02), 3, 3)) == "contradicted"
     assert claims.verdict(*claims.compare((0.70, 0.1), (0.69, 0.1), 3, 3)) == "inconclusive"  # 2 SE is 0.16
+
+
+def _study_run(name, **settings):
+    """A StudyRun over a stand-in run: group() reads only its name, defense and settings."""
+    from types import SimpleNamespace
+    from training.rundir import default_settings
+    defense = settings.pop("defense", "pgn")
+    recorded = {**default_settings(defense), "defense.defense": defense,
+                **{k.replace("__", "."): v for k, v in settings.items()}}
+    return report_mode.StudyRun(SimpleNamespace(name=name, defense=defense, settings=recorded), None, {}, [])
+
+
+def test_the_report_groups_a_defenses_variants_apart_and_sweeps_within_each():
+    runs = [_study_run(f"pgn-c_l0.3-seed{s}", defense__c_l=0.3, train__seed=s) for s in (0, 1)]
+    runs += [_study_run("pgn-c_l0.1-seed0", defense__c_l=0.1)]
+    runs += [_study_run(f"pgn-pgn_grad_scaleunit-c_l{c}-seed0", defense__c_l=c, defense__pgn_grad_scale="unit")
+             for c in (0.1, 0.3, 1.0)]
+    runs += [_study_run("fgm-seed0", defense="fgm")]
+    groups = report_mode.group(runs)
+    assert list(groups) == ["fgm", "pgn", "pgn[pgn_grad_scale=unit]"]
+    assert [m.run.name for m in groups["pgn[pgn_grad_scale=unit]"]] == [
+        "pgn-pgn_grad_scaleunit-c_l0.1-seed0", "pgn-pgn_grad_scaleunit-c_l0.3-seed0", "pgn-pgn_grad_scaleunit-c_l1.0-seed0"]
+    assert {m.swept for m in groups["pgn"] + groups["pgn[pgn_grad_scale=unit]"]} == {"defense.c_l"}
+    assert groups["fgm"][0].swept is None and groups["fgm"][0].label == "FGM-AT"
+    assert groups["pgn[pgn_grad_scale=unit]"][0].label == "PGN (pgn_grad_scale=unit) c_l=0.1"
+    assert [m.value for m in report_mode.table_point(groups["pgn"])] == [0.3, 0.3]  # the value with most seeds
+    # two numbers varied within one variant is two sweeps: refused, naming both
+    with pytest.raises(report_mode.RunDirError, match="defense.c_l, defense.gen_width"):
+        report_mode.group(runs + [_study_run("pgn-gen_width2-seed0", defense__c_l=2.0, defense__gen_width=2.0)])
+
+
+def test_a_sweep_names_a_variant_beside_its_value():
+    from training.sweep import plan
+    cfg = DefenseConfig("pgn", pgn_grad_scale="unit", c_l=0.3)
+    assert cfg.variant() == {"pgn_grad_scale": "unit"} and DefenseConfig("pgn").variant() == {}
+    names = [p.run_dir.name for p in plan(Path("r"), "pgn", Sweep.parse("c_l=0.3,1"), (0,), cfg.variant())]
+    assert names == ["pgn-pgn_grad_scaleunit-c_l0.3-seed0", "pgn-pgn_grad_scaleunit-c_l1-seed0"]
+    # the defaults' names are what they were, and a swept categorical setting is named once
+    assert [p.run_dir.name for p in plan(Path("r"), "pgn", Sweep.parse("c_l=1"), (2,), {})] == ["pgn-c_l1-seed2"]
+    swept = plan(Path("r"), "pgn", Sweep.parse("pgn_grad_scale=unit"), (0,), cfg.variant())
+    assert [p.run_dir.name for p in swept] == ["pgn-pgn_grad_scaleunit-seed0"]
+
+
+def test_each_pgn_variant_is_judged_on_the_papers_claims_and_by_autoattack():
+    from eval import report_claims as claims
+
+    def row(seed, cw, aa, fgm=0.4):
+        return {"seed": seed, "benign_accuracy": 0.7, "seconds_per_epoch": 10.0, "masking_checks": [],
+                "match": {"epoch": 5, "difference": 0.0, "within_tolerance": True},
+                "attacks": {"fgm": {"white": {"accuracy": fgm}}, "mim": {"white": {"accuracy": fgm}},
+                            "cw": {"white": {"mean_l2_all": cw}}},
+                "autoattack": {"robust_accuracy": aa, "worst_case": {"accuracy": aa}}}
+    table = {"fgm": {"label": "FGM-AT", "rows": [row(s, 0.60 + 0.01 * s, 0.40 + 0.01 * s) for s in range(3)]},
+             "pgn": {"label": "PGN", "rows": [row(s, 0.40 + 0.01 * s, 0.30 + 0.01 * s) for s in range(3)]},
+             "pgn[pgn_grad_scale=unit]": {"label": "PGN (pgn_grad_scale=unit)",
+                                          "rows": [row(s, 0.61 + 0.01 * s, 0.45 + 0.01 * s) for s in range(3)]}}
+    verdicts = {c["claim"]: c["verdict"] for c in claims.assess({"table": table, "curve_points": []})}
+    assert verdicts["PGN keeps more accuracy under AutoAttack than FGM-AT and PGD-AT."] == "contradicted"
+    assert verdicts["PGN (pgn_grad_scale=unit) keeps more accuracy under AutoAttack than FGM-AT and PGD-AT."] == \
+        "supported"  # 0.05 over FGM-AT's, 2 SE 0.016
+    assert verdicts["PGN (pgn_grad_scale=unit)'s classifier needs larger CW-L2 perturbations (rho_cw) than FGM-AT's "
+                    "and PGD-AT's at the same benign accuracy (Tables 2-3)."] == "inconclusive"

@@ -95,6 +95,11 @@ def recorded_settings(stored: dict) -> dict:
     return with_defaults(stored, _defaults_for(migrate_settings(stored).get("defense.defense", DefenseConfig.defense)))
 
 
+def default_settings(defense: str) -> dict:
+    """{setting: today's default} of a ``defense`` run, keyed as config.json's "settings" are."""
+    return dict(_defaults_for(defense))
+
+
 @functools.lru_cache(maxsize=None)
 def _defaults_for(defense: str) -> dict:
     """Today's defaults of a ``defense`` run's settings, computed once per defense: every read of a

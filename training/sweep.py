@@ -69,16 +69,24 @@ class PlannedRun:
     seed: int
 
 
-def plan(root: Path, defense: str, sweep: Sweep, seeds: tuple[int, ...]) -> list[PlannedRun]:
-    return [PlannedRun(Path(root) / _label(defense, sweep.name, value, seed), value, seed)
+def plan(root: Path, defense: str, sweep: Sweep, seeds: tuple[int, ...], variant: dict | None = None
+         ) -> list[PlannedRun]:
+    """One run per (value, seed), named ``<defense>[-<variant>][-<name><value>]-seed<seed>``: a
+    variant (the defense's categorical settings away from their defaults, DefenseConfig.variant)
+    is part of the name, so that ``--pgn_grad_scale unit`` runs share a root with the paper's."""
+    shown = "".join(f"-{k}{_shown(v)}" for k, v in sorted((variant or {}).items()) if k != sweep.name)
+    return [PlannedRun(Path(root) / _label(defense + shown, sweep.name, value, seed), value, seed)
             for value in sweep.values for seed in seeds]
 
 
 def _label(defense: str, name: str | None, value, seed: int) -> str:
     if name is None:
         return f"{defense}-seed{seed}"
-    shown = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-    return f"{defense}-{name}{shown}-seed{seed}"
+    return f"{defense}-{name}{_shown(value)}-seed{seed}"
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 def is_finished(run_dir: Path, epochs: int) -> bool:
@@ -100,7 +108,7 @@ def run_sweep(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_c
     if sweep.name is not None and sweep.name not in sweepable(defense_cfg.defense):
         raise ValueError(f"--sweep {sweep.name}: not a setting of --defense {defense_cfg.defense}")
     status = {}
-    planned = plan(Path(root), defense_cfg.defense, sweep, seeds)
+    planned = plan(Path(root), defense_cfg.defense, sweep, seeds, defense_cfg.variant())
     for i, planned_run in enumerate(planned, 1):
         train_over, defense_over = {"seed": planned_run.seed}, {}
         if sweep.name is not None:
