@@ -8,16 +8,18 @@
 # resumes from its checkpoint; a session can run one stage in the background and commit its data).
 # Sweep points are pruned before the Table 2 points' seeds, so the table comes before the curves:
 #   calibrate  clean seed 0: how fast benign accuracy rises (picks the epoch count)
+#   first-look seed 0 of the Table 2 points: PGN at PGN_CL (both gradient scales), FGM-AT, clean
 #   pgn-curve  PGN (both gradient scales) at c_L 0.1, 0.3, 1, seed 0: where PGN's curve meets the others
 #   table      3 seeds at the Table 2 points: clean, FGM-AT and PGD-AT at eps 0.5, PGN at PGN_CL
 #   curves     FGM-AT and PGD-AT at eps 0.25 and 1.0, seed 0 (PGD-AT's are the costliest, last)
 #   source     the independent clean run (seed 3) on which black-box attacks are crafted
-#   report     matching, evaluation of every table run on 1,000 test images, Figure 5, the claims
-# PGN_CL picks PGN's Table 2 point (default 0.3); set it from the pgn-curve stage.
-# PGN with --pgn_grad_scale unit lives under ROOT-unit: sweep run names carry only the swept setting,
-# and the report groups runs by defense, so the two PGN variants cannot share a root yet.
+#   report     matching, evaluation of every table run on 1,000 test images (the paper's attacks,
+#              black-box from the source, AutoAttack), Figure 5, the claims
+# PGN_CL picks PGN's Table 2 point (default 0.3); set it from the pgn-curve stage. PGN with
+# --pgn_grad_scale unit shares the root (its runs are named pgn-pgn_grad_scaleunit-...): the report
+# gives it a row, a curve and claims of its own.
 set -uo pipefail  # a diverged run is reported by its sweep; the others go on
-STAGE=${1:?give a stage: calibrate, pgn-curve, table, curves, source or report}
+STAGE=${1:?give a stage: calibrate, first-look, pgn-curve, table, curves, source or report}
 ROOT=${2:-runs/cifar10-cpu-full}
 DATASET=${3:-folder:../shared/data/cifar10-jpeg}
 PGN_CL=${PGN_CL:-0.3}
@@ -27,18 +29,22 @@ sweep() {
   local rc=$?
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 1 ]; then exit "$rc"; fi  # bad input or Ctrl-C: stop here
 }
+unit=(--pgn_grad_scale unit)
 case "$STAGE" in
   calibrate) sweep --defense none --seeds 0 ;;
-  pgn-curve)  # PGN_CL first (it is also the table's seed 0), for both variants, then the other values
-    for values in "$PGN_CL" 0.1,0.3,1; do
-      sweep --defense pgn --sweep c_l="$values" --seeds 0
-      ROOT="$ROOT-unit" sweep --defense pgn --sweep c_l="$values" --pgn_grad_scale unit --seeds 0
-    done ;;
+  first-look)
+    sweep --defense pgn --sweep c_l="$PGN_CL" --seeds 0
+    sweep --defense pgn --sweep c_l="$PGN_CL" "${unit[@]}" --seeds 0
+    sweep --defense fgm --sweep eps=0.5 --seeds 0
+    sweep --defense none --seeds 0 ;;
+  pgn-curve)
+    sweep --defense pgn --sweep c_l=0.1,0.3,1 --seeds 0
+    sweep --defense pgn --sweep c_l=0.1,0.3,1 "${unit[@]}" --seeds 0 ;;
   table)
     sweep --defense none --seeds 0,1,2
     sweep --defense fgm --sweep eps=0.5 --seeds 0,1,2
     sweep --defense pgn --sweep c_l="$PGN_CL" --seeds 0,1,2
-    ROOT="$ROOT-unit" sweep --defense pgn --sweep c_l="$PGN_CL" --pgn_grad_scale unit --seeds 0,1,2
+    sweep --defense pgn --sweep c_l="$PGN_CL" "${unit[@]}" --seeds 0,1,2
     sweep --defense pgd --sweep eps=0.5 --seeds 0,1,2 ;;
   curves)
     sweep --defense fgm --sweep eps=0.25,1.0 --seeds 0
@@ -46,6 +52,6 @@ case "$STAGE" in
   source) sweep --defense none --seeds 3 ;;
   report)
     python run.py --mode report --preset cpu_full --root "$ROOT" --match_benign lowest --test_limit 1000 \
-        --curve_test_limit 500 ;;
-  *) echo "unknown stage '$STAGE': calibrate, pgn-curve, table, curves, source or report" >&2; exit 2 ;;
+        --curve_test_limit 500 --source_run "$ROOT/none-seed3" --attacks fgm,mim,deepfool,cw,autoattack ;;
+  *) echo "unknown stage '$STAGE': calibrate, first-look, pgn-curve, table, curves, source or report" >&2; exit 2 ;;
 esac
