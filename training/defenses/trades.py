@@ -14,6 +14,11 @@ CIFAR-10 setting (step 0.007 at eps 0.031). beta is 6 (``--trades_beta``), the p
 value. The outer loss runs F in training mode on both x and x_adv, as published, and its gradient
 flows through both F(x) and F(x_adv); x_adv itself is a constant. ``--adv_coeff`` does not apply:
 TRADES's trade-off is beta.
+
+``kl_attack`` is its own loop rather than ``attacks.pgd.projected_gradient_descent`` with a KL
+loss: that PGD starts uniformly in the ball, floors the gradient's norm at CleverHans's 1e-6 (which
+would stall here, where the KL's gradient near x is tiny) and takes integer labels, while TRADES's
+inner maximisation starts at x + 0.001 N(0, I) and compares against F(x)'s distribution.
 """
 from __future__ import annotations
 
