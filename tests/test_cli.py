@@ -59,6 +59,8 @@ def test_a_run_dir_with_other_settings_and_a_corrupt_checkpoint_are_refused(tiny
     listing = sorted(p.name for p in (tmp_path / "run").rglob("*"))
     shorter = run_py(*common, "--defense", "none", "--epochs", "1")
     assert shorter.returncode == 0 and "nothing to train" in shorter.stdout and "past the 3 steps" in shorter.stdout
+    config = json.loads((tmp_path / "run" / "config.json").read_text())  # the run now says what was asked of it
+    assert config["settings"]["train.epochs"] == 1 and config["changes"][-1]["train.epochs"] == [2, 1]
     assert_one_line_error(run_py(*common, "--defense", "fgm"), "different settings", "defense.defense")
     for shard in (tmp_path / "run" / "checkpoints").glob("*.index"):
         shard.write_bytes(b"garbage")

@@ -81,6 +81,9 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
         session = _Session(dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch, strategy)
         if resuming:
             session.restore(say)
+            if chief:
+                for key, (old, new) in rundir.record_resumed_settings(run_dir, settings).items():
+                    say(f"{run_dir}: {key} was {old}, now {new} (recorded in {rundir.CONFIG_FILE})")
         elif chief:
             record = rundir.run_record(flags or {}, settings, dataset.info())
             moved_to = rundir.create_run_dir(run_dir, record, run_cfg.overwrite)

@@ -247,6 +247,21 @@ def drop_metrics_after(run_dir: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def record_resumed_settings(run_dir: Path, settings: dict) -> dict:
+    """A run resumed with another value of a RESUMABLE_CHANGES setting (--epochs) records the new
+    value in its config.json, and the change under "changes", so that its config says what the run
+    now is (the sweep and the report judge "finished" by it). Returns {setting: [old, new]}."""
+    path = run_dir / CONFIG_FILE
+    config = read_config(path, "train it again with --overwrite")
+    changed = {k: [config["settings"].get(k), settings[k]] for k in sorted(RESUMABLE_CHANGES)
+               if k in settings and config["settings"].get(k) != settings[k]}
+    if changed:
+        config["settings"].update({k: new for k, (_, new) in changed.items()})
+        config.setdefault("changes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **changed})
+        write_json_atomic(path, config)
+    return changed
+
+
 def create_run_dir(run_dir: Path, record: dict, overwrite: bool) -> Path | None:
     """Creates ``run_dir`` with its config.json; an existing one is renamed when overwriting.
 
