@@ -3,8 +3,9 @@ on one run's EMA classifier and the same test images.
 
     python -m benchmarks.autoattack_speed --run_dir runs/RUN --n 256 [--norm 2 --eps 0.5]
 
-Loads the run as benchmarks/attack_speed.py does (eval.runs.load_run, float32 EMA classifier),
-then, after a warm-up call of each contender on a few images (tracing), times:
+Loads the run and its test images with benchmarks/common.py (eval.runs.load_run, float32 EMA
+classifier, the --test_limit class-balanced subset), then, after a warm-up call of each contender
+on a few images (tracing), times:
 - this project's standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square at the original's budgets),
   printing per attack its seconds, examples attacked, forward passes and robust accuracy;
 - this project's APGD-CE (100 iterations) and Square (--square_queries) alone, on all images;
@@ -12,6 +13,7 @@ then, after a warm-up call of each contender on a few images (tracing), times:
   (--square_queries, p_init 0.8) through a TensorFlowV2Classifier, on the same images;
 and prints seconds, robust accuracies and the ART / ours time ratios. ART's outputs count only
 where finite and inside the ball and box, as AutoAttack counts its own.
+benchmarks/torchattacks_twin.py times torchattacks' standard AutoAttack beside ours the same way.
 ART's Square rescales its p schedule to its budget; ours is run with rescale_schedule=True here to
 match (AutoAttack's standard Square does not rescale, as the original).
 """
@@ -29,8 +31,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import attacks  # noqa: E402
-import data  # noqa: E402
-from eval.runs import load_run  # noqa: E402
+from benchmarks.common import in_threat_model, load_victim  # noqa: E402
 
 flags.DEFINE_string("run_dir", None, "A trained run whose EMA classifier is attacked.", required=True)
 flags.DEFINE_integer("n", 256, "Test images.")
@@ -43,13 +44,7 @@ FLAGS = flags.FLAGS
 
 
 def _robust_accuracy(model_fn, x, y, x_adv, eps, norm):
-    x_adv = np.asarray(x_adv, np.float32)
-    flat = x_adv.reshape(len(x), -1)
-    valid = np.all(np.isfinite(flat), axis=1)
-    x_adv = np.where(valid[:, None, None, None], np.nan_to_num(x_adv), x)
-    delta = (x_adv - x).reshape(len(x), -1).astype(np.float64)
-    radius = np.abs(delta).max(1) if norm == np.inf else np.sqrt((delta ** 2).sum(1))
-    valid &= (radius <= eps + 1e-5) & (flat.min(1) >= -1e-6) & (flat.max(1) <= 1 + 1e-6)
+    x_adv, valid = in_threat_model(x, x_adv, eps, norm)
     predictions = np.concatenate([np.argmax(np.asarray(model_fn(tf.constant(x_adv[i:i + FLAGS.batch_size]))), -1)
                                   for i in range(0, len(x), FLAGS.batch_size)])
     return float(np.mean((predictions == y) | ~valid))
@@ -77,13 +72,10 @@ def main(_):
 
     norm = np.inf if FLAGS.norm == "inf" else 2
     eps = FLAGS.eps if FLAGS.eps is not None else importlib.import_module("attacks.autoattack").DEFAULT_EPS[norm]
-    run = load_run(FLAGS.run_dir)
-    dataset = data.load_dataset(run.data_config(test_limit=FLAGS.n))
-    x = dataset.test_images.astype(np.float32) / 255.0
-    y = dataset.test_labels.astype(np.int64)
-    model = run.build_classifier()
-    model_fn = lambda images: model(images, training=False)  # noqa: E731
-    classes = int(model_fn(x[:1]).shape[-1])
+    victim = load_victim(FLAGS.run_dir, FLAGS.n)
+    run, dataset, x, y, model, model_fn = (victim.run, victim.dataset, victim.x, victim.y, victim.model,
+                                           victim.model_fn)
+    classes = victim.num_classes
     classifier = TensorFlowV2Classifier(
         model=model, nb_classes=classes, input_shape=x.shape[1:], clip_values=(0.0, 1.0),
         loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
