@@ -45,7 +45,7 @@ from training.sweep import is_finished
 REPORT_DIR = "report"
 # What a report was asked for and made from; a report that differs in any of these is kept aside.
 REPORT_INPUTS = ("sweeps", "test_images", "match_benign", "target", "tolerance", "attack_settings",
-                 "curve_test_images", "source_run")
+                 "curve_test_images", "source_run", "figure2_epochs")
 TABLE_ATTACKS = DEFAULT_ATTACKS  # the paper's Table 2 columns
 # What else a report runs on the table runs when --attacks names it: the field's standard evaluation.
 EXTRA_ATTACKS = ("autoattack",)
@@ -80,9 +80,10 @@ class StudyRun:
 
 
 def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", tolerance: float = 0.01,
-                 curve_test_limit: int = 0, say=print) -> dict:
+                 curve_test_limit: int = 0, say=print, figure2_epochs: int = 6) -> dict:
     """``curve_test_limit``: CW-L2 for the curves on a fixed random subset of this many of the test
-    images (0: all of them); the curves' benign accuracy is the one training recorded on all."""
+    images (0: all of them); the curves' benign accuracy is the one training recorded on all.
+    ``figure2_epochs``: Figure 2's FGM-AT run over at most this many of its kept epochs."""
     if not root:
         raise ValueError("--mode report needs --root DIR, the directory of a sweep's runs")
     target_spec = parse_target(match_benign)
@@ -162,7 +163,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     fgm_runs = table_runs.get("fgm")
     if fgm_runs:
         first = min(fgm_runs, key=lambda r: r.seed)
-        for epoch in first.kept:
+        for epoch in spaced(first.kept, figure2_epochs):
             over_epochs.append({"epoch": epoch, "benign_accuracy": first.accuracies[epoch],
                                 "cw": curve_cw(load_run(first.run.run_dir, epoch))})
 
@@ -173,6 +174,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     out_dir = Path(root) / REPORT_DIR
     protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
     protocol["curve_test_images"] = int(len(picks))
+    protocol["figure2_epochs"] = [p["epoch"] for p in over_epochs]
     protocol["recorded_benign_subsets"] = subsets
     moved_to = _set_aside_if_different(out_dir, protocol)
     if moved_to:
@@ -190,6 +192,15 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     (out_dir / "report.md").write_text(report_claims.markdown(report))
     say(f"wrote {out_dir / 'report.md'}, report.json and {len(report['plots'])} plot(s)")
     return report
+
+
+def spaced(epochs: list[int], most: int) -> list[int]:
+    """At most ``most`` of ``epochs`` (sorted), evenly spaced, the first and the last included."""
+    if len(epochs) <= most:
+        return list(epochs)
+    if most == 1:
+        return [epochs[-1]]
+    return sorted({epochs[round(i * (len(epochs) - 1) / (most - 1))] for i in range(most)})
 
 
 def discover(root: Path) -> tuple[list[StudyRun], list[Path]]:

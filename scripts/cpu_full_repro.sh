@@ -55,8 +55,9 @@ case "$STAGE" in
     sweep --defense fgm --sweep eps=0.25,1.0 --seeds 0
     sweep --defense pgd --sweep eps=0.25,1.0 --seeds 0 ;;
   source) sweep --defense none --seeds 3 ;;
-  first-look-report)  # whatever has finished, without the black-box source
-    python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" ;;
+  first-look-report)  # whatever has finished, without the black-box source, on 500 images: a first look
+    python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" --test_limit 500 \
+        --curve_test_limit 250 --figure2_epochs 3 ;;
   report)
     python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" --source_run "$ROOT/none-seed3" ;;
   *) echo "unknown stage '$STAGE': calibrate, first-look, first-look-report, pgn-curve, table, curves, source or report" >&2; exit 2 ;;

@@ -278,3 +278,9 @@ def test_each_pgn_variant_is_judged_on_the_papers_claims_and_by_autoattack():
         "supported"  # 0.05 over FGM-AT's, 2 SE 0.016
     assert verdicts["PGN (pgn_grad_scale=unit)'s classifier needs larger CW-L2 perturbations (rho_cw) than FGM-AT's "
                     "and PGD-AT's at the same benign accuracy (Tables 2-3)."] == "inconclusive"
+
+
+def test_figure2_takes_evenly_spaced_kept_epochs_with_the_last():
+    assert report_mode.spaced(list(range(1, 21)), 6) == [1, 5, 9, 12, 16, 20]
+    assert report_mode.spaced([1, 2, 3], 6) == [1, 2, 3] and report_mode.spaced(list(range(1, 21)), 1) == [20]
+    assert report_mode.spaced(list(range(1, 21)), 2) == [1, 20]
