@@ -295,7 +295,8 @@ def test_runs_recorded_with_every_defenses_settings_resume_evaluate_and_report_t
     run = root / "fgm-eps0.25-seed3"
     resumed = _train(tiny_folder, run, defense="fgm", eps=0.25, epochs=2)  # not refused as other settings
     assert resumed.finished and resumed.step == 2 * (96 // 16)
-    assert load_run(run).settings == today[run]  # other defenses' settings dropped, this one's kept
+    # other defenses' settings dropped, this one's kept; the lengthened run records its new epoch count
+    assert load_run(run).settings == {**today[run], "train.epochs": 2}
     runs, unfinished = discover(root)
     assert not unfinished and len(runs) == 2
     assert [m.swept for m in group(runs)["fgm"]] == ["defense.eps", "defense.eps"]  # not c_l, pgd_steps, ...
