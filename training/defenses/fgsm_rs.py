@@ -45,6 +45,8 @@ class FGSMRSTraining(Defense):
         return f"fgsm_rs-l{cfg.fgsm_rs_norm}-eps{cfg.eps:g}"
 
     def perturb(self, networks, x, y):
+        # Not attacks.pgd with one iteration: its step is 1.25 eps, beyond the ball, which PGD's
+        # CleverHans-compatible checks refuse (eps_iter <= eps).
         classifier = networks["classifier"]
         norm = np.inf if self.cfg.fgsm_rs_norm == "inf" else 2
         eps = self.cfg.eps
