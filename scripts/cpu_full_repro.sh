@@ -32,7 +32,7 @@ sweep() {
 }
 unit=(--pgn_grad_scale unit)
 # Every table run on 1,000 test images with the paper's attacks and AutoAttack's APGD-CE + APGD-T
-# (the standard version's FAB-T and Square cost ~6x more at width 0.5; they run on a subset apart).
+# (the standard version with FAB-T and Square cost 6.8x more on the --preset cpu FGM-AT run; it runs on a subset apart).
 report=(--match_benign lowest --test_limit 1000 --curve_test_limit 500 --attacks fgm,mim,deepfool,cw,autoattack
         --autoattack_version custom --autoattack_attacks apgd-ce,apgd-t --autoattack_curve 2)
 case "$STAGE" in
