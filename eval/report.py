@@ -127,7 +127,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     if source is not None and source.config["dataset"]["name"] != runs[0].run.config["dataset"]["name"]:
         raise RunDirError(f"--source_run {source.run_dir} was trained on {source.config['dataset']['name']}, not "
                           f"{runs[0].run.config['dataset']['name']}: black-box attacks need one test set")
-    crafted: dict = {}  # adversarials crafted in this report: the source's once for every table run
+    crafted: dict = {}  # the black-box source's adversarials, crafted once for every table run
 
     # 1. Table 2 at matched benign accuracy.
     table = {}

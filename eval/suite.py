@@ -134,6 +134,9 @@ def outcome(attack: str, target: LoadedRun, cfg, source: LoadedRun | None = None
         return cached
     attacker = source or target
     memo_key = (attack, attacker.fingerprint)
+    # Only a black-box source's adversarials serve other targets; a target's own are written to
+    # its cache above, so holding them in memory too (every table run's, in a report) buys nothing.
+    crafted = crafted if source is not None else None
     if crafted is not None and memo_key in crafted:
         x_adv, seconds = crafted[memo_key]
     else:
