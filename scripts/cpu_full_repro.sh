@@ -8,22 +8,29 @@
 # resumes from its checkpoint; a session can run one stage in the background and commit its data).
 # Sweep points are pruned before the Table 2 points' seeds, so the table comes before the curves:
 #   calibrate  clean seed 0: how fast benign accuracy rises (picks the epoch count)
-#   first-look seed 0 of the Table 2 points: clean, PGN at PGN_CL, FGM-AT,
-#              PGN at PGN_CL with --pgn_grad_scale unit; first-look-report: the report of those
-#   pgn-curve  PGN (both gradient scales) at c_L 0.1, 0.3, 1, seed 0: where PGN's curve meets the others
-#   table      3 seeds at the Table 2 points: clean, FGM-AT and PGD-AT at eps 0.5, PGN at PGN_CL
-#   curves     FGM-AT and PGD-AT at eps 0.25 and 1.0, seed 0 (PGD-AT's are the costliest, last)
+#   first-look seed 0 of every Table 2 point: clean, PGN at PGN_CL, FGM-AT, PGN with
+#              --pgn_grad_scale unit at PGN_CL and at PGN_UNIT_CL, PGD-AT; first-look-report: the
+#              report of what has finished
+#   table      seeds 1 and 2 of every Table 2 point (PGN with --pgn_grad_scale unit at PGN_UNIT_CL)
 #   source     the independent clean run (seed 3) on which black-box attacks are crafted
+#   pgn-curve  the rest of PGN's curves (both gradient scales) at c_L 0.1, 0.3, 1, seed 0
+#   curves     FGM-AT and PGD-AT at eps 0.25 and 1.0, seed 0 (PGD-AT's are the costliest, last)
+#   baselines  FGSM-RS and TRADES at L2 eps 0.5: seed 0 of both, then seeds 1 and 2 (TRADES costs
+#              about 12x a clean step in bfloat16, so its three seeds alone are about 7 hours)
 #   report     matching, evaluation of every table run on 1,000 test images (the paper's attacks,
 #              black-box from the source, AutoAttack), Figure 5, the claims
-# PGN_CL picks PGN's Table 2 point (default 0.3); set it from the pgn-curve stage. PGN with
-# --pgn_grad_scale unit shares the root (its runs are named pgn-pgn_grad_scaleunit-...): the report
-# gives it a row, a curve and claims of its own.
+# PGN_CL and PGN_UNIT_CL are PGN's Table 2 points, chosen from the first look (defaults 0.3 and 1):
+# PGN at c_L 0.3 ends at benign accuracy 0.726, the FGM-AT and clean runs pass it, and PGN with
+# --pgn_grad_scale unit at c_L 0.3 stays below 0.70 (a stronger attacker), so its point is c_L 1.
+# PGN with --pgn_grad_scale unit shares the root (its runs are named pgn-pgn_grad_scaleunit-...):
+# the report gives it a row, a curve and claims of its own.
 set -uo pipefail  # a diverged run is reported by its sweep; the others go on
-STAGE=${1:?give a stage: calibrate, first-look, first-look-report, pgn-curve, table, curves, source or report}
+STAGES="calibrate, first-look, first-look-report, table, source, pgn-curve, curves, baselines or report"
+STAGE=${1:?give a stage: $STAGES}
 ROOT=${2:-runs/cifar10-cpu-full}
 DATASET=${3:-folder:../shared/data/cifar10-jpeg}
 PGN_CL=${PGN_CL:-0.3}
+PGN_UNIT_CL=${PGN_UNIT_CL:-1}
 cd "$(dirname "$0")/.."
 sweep() {
   python run.py --mode sweep --preset cpu_full --dataset "$DATASET" --root "$ROOT" "$@"
@@ -41,24 +48,33 @@ case "$STAGE" in
     sweep --defense none --seeds 0
     sweep --defense pgn --sweep c_l="$PGN_CL" --seeds 0
     sweep --defense fgm --sweep eps=0.5 --seeds 0
-    sweep --defense pgn --sweep c_l="$PGN_CL" "${unit[@]}" --seeds 0 ;;
+    sweep --defense pgn --sweep c_l="$PGN_CL" "${unit[@]}" --seeds 0
+    sweep --defense pgn --sweep c_l="$PGN_UNIT_CL" "${unit[@]}" --seeds 0
+    sweep --defense pgd --sweep eps=0.5 --seeds 0 ;;
+  table)  # seed by seed, so that a stopped stage leaves whole seeds
+    for seed in 1 2; do
+      sweep --defense none --seeds "$seed"
+      sweep --defense fgm --sweep eps=0.5 --seeds "$seed"
+      sweep --defense pgn --sweep c_l="$PGN_CL" --seeds "$seed"
+      sweep --defense pgn --sweep c_l="$PGN_UNIT_CL" "${unit[@]}" --seeds "$seed"
+      sweep --defense pgd --sweep eps=0.5 --seeds "$seed"
+    done ;;
+  source) sweep --defense none --seeds 3 ;;
   pgn-curve)
     sweep --defense pgn --sweep c_l=0.1,0.3,1 --seeds 0
     sweep --defense pgn --sweep c_l=0.1,0.3,1 "${unit[@]}" --seeds 0 ;;
-  table)
-    sweep --defense none --seeds 0,1,2
-    sweep --defense fgm --sweep eps=0.5 --seeds 0,1,2
-    sweep --defense pgn --sweep c_l="$PGN_CL" --seeds 0,1,2
-    sweep --defense pgn --sweep c_l="$PGN_CL" "${unit[@]}" --seeds 0,1,2
-    sweep --defense pgd --sweep eps=0.5 --seeds 0,1,2 ;;
   curves)
     sweep --defense fgm --sweep eps=0.25,1.0 --seeds 0
     sweep --defense pgd --sweep eps=0.25,1.0 --seeds 0 ;;
-  source) sweep --defense none --seeds 3 ;;
+  baselines)
+    for seeds in 0 1,2; do
+      sweep --defense fgsm_rs --sweep eps=0.5 --seeds "$seeds"
+      sweep --defense trades --sweep eps=0.5 --seeds "$seeds"
+    done ;;
   first-look-report)  # whatever has finished, without the black-box source, on 500 images: a first look
     python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" --test_limit 500 \
         --curve_test_limit 250 --figure2_epochs 3 ;;
   report)
     python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" --source_run "$ROOT/none-seed3" ;;
-  *) echo "unknown stage '$STAGE': calibrate, first-look, first-look-report, pgn-curve, table, curves, source or report" >&2; exit 2 ;;
+  *) echo "unknown stage '$STAGE': $STAGES" >&2; exit 2 ;;
 esac
