@@ -104,6 +104,10 @@ flags.DEFINE_integer("curve_test_limit", 0, "report: CW-L2 for the curves on a f
                      "test images (0: all of --test_limit's).")
 flags.DEFINE_integer("figure2_epochs", 6, "report: Figure 2's FGM-AT run over its epochs on at most this many "
                      "kept epochs, evenly spaced, the last included (each costs a CW-L2 run).", lower_bound=1)
+flags.DEFINE_integer("autoattack_complete", 0, "report with --autoattack_version custom --autoattack_attacks "
+                     "apgd-ce,apgd-t: run the standard version's other attacks (FAB-T, Square) on a fixed random "
+                     "subset of this many test images of every table run (0: none), for the standard AutoAttack's "
+                     "robust accuracy there.", lower_bound=0)
 flags.DEFINE_float("match_tolerance", 0.01, "report: a matched checkpoint further than this from the target is "
                    "reported as unmatched.")
 # Evaluation (--mode eval): the paper's Table 1 attack settings by default
@@ -349,7 +353,7 @@ def _report():
     from eval.report import build_report
     try:
         build_report(FLAGS.root, _eval_config(), FLAGS.match_benign, FLAGS.match_tolerance, FLAGS.curve_test_limit,
-                     figure2_epochs=FLAGS.figure2_epochs)
+                     figure2_epochs=FLAGS.figure2_epochs, autoattack_complete=FLAGS.autoattack_complete)
     except ValueError as err:
         _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
 

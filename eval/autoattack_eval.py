@@ -9,12 +9,14 @@ settings, the weights and the test subset (LoadedRun.cache_path).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from eval.config import AUTOATTACK_FIXED
 from eval.metrics import Outcome
 from eval.suite import LoadedRun, read_cached, write_cached
 
@@ -70,14 +72,91 @@ def autoattack_outcome(target: LoadedRun, cfg) -> AutoAttackOutcome:
     return out
 
 
+STANDARD = AUTOATTACK_FIXED["standard"]
+
+
+def completion_attacks(done) -> tuple[str, ...]:
+    """The standard AutoAttack's attacks after ``done``, which must be its first ones, in order."""
+    done = tuple(done)
+    if not done or done != STANDARD[:len(done)]:
+        raise ValueError(f"completing AutoAttack to its standard version needs the standard's first attacks in "
+                         f"order ({', '.join(STANDARD)}; e.g. --autoattack_version custom --autoattack_attacks "
+                         f"apgd-ce,apgd-t), got {', '.join(done) or 'none'}")
+    return STANDARD[len(done):]
+
+
+def standard_completion(target: LoadedRun, cfg, aa: AutoAttackOutcome, picks: np.ndarray) -> dict:
+    """The standard AutoAttack's result on the test examples ``picks`` (indices into target.x),
+    from ``aa``, a run of the standard version's first attacks (``--autoattack_version custom
+    --autoattack_attacks apgd-ce,apgd-t``): the standard version's remaining attacks (FAB-T, then
+    Square) run on the picked examples ``aa`` left robust, as the standard protocol runs each
+    attack on what the ones before it left. The cheap stages on every test image, the costly ones
+    on a subset. Cached beside ``aa`` (keyed by its settings and the picks).
+
+    Returns {"n", "examples" (the picks), "attacks" (all of the standard version's), "flags" ({stage:
+    robust after it, over the picks}), "accuracy" (the standard version's robust accuracy on the
+    picks), "first_attacks_accuracy" (``aa``'s on the same picks), "found" ({later attack: examples
+    it broke that ``aa``'s attacks had not}), "seconds", "warnings"}."""
+    done = list(aa.flags)[1:]
+    rest = completion_attacks(done)
+    standard = tuple(done) + rest
+    picks = np.asarray(picks, dtype=np.int64)
+    key = {**cfg.attack_settings("autoattack"), "complete_with": list(rest),
+           "picks": hashlib.sha1(picks.tobytes()).hexdigest()[:16]}
+    path = target.cache_path("autoattack-standard", key)
+    flags = {stage: f[picks] for stage, f in aa.flags.items()}
+    if path.exists():
+        with np.load(path) as cached:
+            meta = json.loads(str(cached["meta"]))
+            flags.update(zip(rest, cached["flags"].astype(bool)))
+    else:
+        meta = {"seconds": {}, "warnings": []}
+        todo = picks[flags[done[-1]]]
+        if rest and len(todo):
+            from attacks.autoattack import autoattack
+
+            print(f"autoattack standard: {', '.join(rest)} on the {len(todo)} of {len(picks)} picked examples "
+                  f"{', '.join(done)} left robust ({target.run.name})")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = autoattack(target.model_fn, target.x[todo], target.y[todo], eps=cfg.autoattack_radius,
+                                    norm=_norm(cfg), version="custom", attacks=rest, seed=cfg.autoattack_seed,
+                                    batch_size=cfg.batch_size, attack_kwargs=_budgets(cfg, rest), verbose=True)
+            meta = {"seconds": {k: v for k, v in result.seconds.items() if k != "clean"},
+                    "warnings": [str(w.message) for w in caught]}
+            robust = flags[done[-1]].copy()
+            where = np.flatnonzero(robust)
+            for stage in rest:
+                robust = robust.copy()
+                robust[where] &= result.robust_flags[stage]
+                flags[stage] = robust
+        else:
+            for stage in rest:
+                flags[stage] = flags[done[-1]].copy()
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name("tmp-" + path.name)
+        np.savez(tmp, flags=np.stack([flags[s] for s in rest]) if rest else np.zeros((0, len(picks)), bool),
+                 meta=np.array(json.dumps(meta)))
+        tmp.replace(path)
+    last = list(flags)[-1]
+    found = {}
+    for before, stage in zip(list(flags)[len(done):], rest):
+        found[stage] = int(np.sum(flags[before] & ~flags[stage]))
+    return {"n": int(len(picks)), "examples": picks.tolist(), "attacks": list(standard),
+            "flags": {k: v.astype(bool).tolist() for k, v in flags.items()},
+            "accuracy": float(np.mean(flags[last])), "first_attacks": done,
+            "first_attacks_accuracy": float(np.mean(flags[done[-1]])),
+            "found": found, "seconds": meta["seconds"], "warnings": meta["warnings"]}
+
+
 def _norm(cfg):
     return np.inf if cfg.autoattack_norm == "inf" else 2
 
 
-def _budgets(cfg) -> dict:
-    """--autoattack_iters and --autoattack_square_queries, for the attacks this version runs."""
+def _budgets(cfg, parts=None) -> dict:
+    """--autoattack_iters and --autoattack_square_queries, for the attacks this version runs (or ``parts``)."""
     budgets = {}
-    for part in cfg.autoattack_parts:
+    for part in cfg.autoattack_parts if parts is None else parts:
         budgets[part] = ({"n_queries": cfg.autoattack_square_queries} if part == "square"
                          else {"n_iter": cfg.autoattack_iters})
     return budgets

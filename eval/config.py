@@ -14,6 +14,8 @@ ENGINES = ("compiled", "cleverhans")
 AUTOATTACK_VERSIONS = ("standard", "rand", "custom")
 # attacks.autoattack.ATTACKS, repeated so that flags are checked before TensorFlow loads (tested equal).
 AUTOATTACK_PARTS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr")
+# attacks.autoattack.VERSIONS, likewise: the attacks of the fixed versions, in order.
+AUTOATTACK_FIXED = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 AUTOATTACK_NORMS = ("2", "inf")
 AUTOATTACK_DEFAULT_EPS = {"2": 0.5, "inf": 8.0 / 255.0}   # RobustBench's CIFAR-10 radii
 
@@ -124,8 +126,7 @@ class EvalConfig:
     @property
     def autoattack_parts(self) -> tuple[str, ...]:
         """The attacks AutoAttack runs, in order."""
-        fixed = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
-        return fixed.get(self.autoattack_version, self.autoattack_attacks)
+        return AUTOATTACK_FIXED.get(self.autoattack_version, self.autoattack_attacks)
 
     def attack_settings(self, attack: str) -> dict:
         """The settings that determine an attack's result (its cache key, and the report's record)."""

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import data
-from eval import report_claims, report_curves
+from eval import autoattack_eval, report_claims, report_curves
 from eval.config import DEFAULT_ATTACKS, EvalConfig
 from eval.evaluate import evaluate_target
 from eval.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
@@ -45,7 +45,7 @@ from training.sweep import is_finished
 REPORT_DIR = "report"
 # What a report was asked for and made from; a report that differs in any of these is kept aside.
 REPORT_INPUTS = ("sweeps", "test_images", "match_benign", "target", "tolerance", "attack_settings",
-                 "curve_test_images", "source_run", "figure2_epochs")
+                 "curve_test_images", "source_run", "figure2_epochs", "autoattack_complete")
 TABLE_ATTACKS = DEFAULT_ATTACKS  # the paper's Table 2 columns
 # What else a report runs on the table runs when --attacks names it: the field's standard evaluation.
 EXTRA_ATTACKS = ("autoattack",)
@@ -80,15 +80,24 @@ class StudyRun:
 
 
 def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", tolerance: float = 0.01,
-                 curve_test_limit: int = 0, say=print, figure2_epochs: int = 6) -> dict:
+                 curve_test_limit: int = 0, say=print, figure2_epochs: int = 6, autoattack_complete: int = 0) -> dict:
     """``curve_test_limit``: CW-L2 for the curves on a fixed random subset of this many of the test
     images (0: all of them); the curves' benign accuracy is the one training recorded on all.
-    ``figure2_epochs``: Figure 2's FGM-AT run over at most this many of its kept epochs."""
+    ``figure2_epochs``: Figure 2's FGM-AT run over at most this many of its kept epochs.
+    ``autoattack_complete``: on a fixed random subset of this many test images of every table run,
+    the standard AutoAttack's remaining attacks after the custom one's (autoattack_eval.standard_completion)."""
     if not root:
         raise ValueError("--mode report needs --root DIR, the directory of a sweep's runs")
     target_spec = parse_target(match_benign)
     if tolerance < 0:
         raise ValueError(f"--match_tolerance must be >= 0, got {tolerance}")
+    if autoattack_complete < 0:
+        raise ValueError(f"--autoattack_complete must be >= 0, got {autoattack_complete}")
+    if autoattack_complete and "autoattack" not in cfg.attacks:
+        raise ValueError("--autoattack_complete completes AutoAttack to its standard version: add autoattack to "
+                         "--attacks")
+    if autoattack_complete:
+        autoattack_eval.completion_attacks(cfg.autoattack_parts)  # before any attack runs
     started = time.monotonic()
     runs, unfinished = discover(Path(root))
     source = load_run(cfg.source_run) if cfg.source_run else None
@@ -128,6 +137,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
         raise RunDirError(f"--source_run {source.run_dir} was trained on {source.config['dataset']['name']}, not "
                           f"{runs[0].run.config['dataset']['name']}: black-box attacks need one test set")
     crafted: dict = {}  # the black-box source's adversarials, crafted once for every table run
+    completion_picks = subset(len(y_test), autoattack_complete) if autoattack_complete else None
 
     # 1. Table 2 at matched benign accuracy.
     table = {}
@@ -138,7 +148,12 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
             match = closest_epoch(member.accuracies, member.kept or [max(member.accuracies)], target, tolerance)
             epoch = match.epoch if member.kept else None
             say(f"table: {member.run.name} at epoch {match.epoch} (recorded benign accuracy {match.accuracy:.3f})")
-            result = evaluate_target(loaded(load_run(member.run.run_dir, epoch)), cfg, attacker, crafted)
+            evaluated = loaded(load_run(member.run.run_dir, epoch))
+            result = evaluate_target(evaluated, cfg, attacker, crafted)
+            if completion_picks is not None:
+                aa = autoattack_eval.autoattack_outcome(evaluated, cfg)  # from the cache evaluate_target wrote
+                result["autoattack"]["standard"] = autoattack_eval.standard_completion(
+                    evaluated, cfg, aa, completion_picks)
             rows.append({"run": member.run.name, "seed": member.seed, "match": _match_dict(match), **result})
         table[defense] = {"label": members[0].label, "value": members[0].value, "rows": rows}
 
@@ -146,8 +161,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     cw_cfg = dataclasses.replace(cfg, attacks=("cw",))
     if curve_test_limit < 0:
         raise ValueError(f"--curve_test_limit must be >= 0, got {curve_test_limit}")
-    picks = np.arange(len(y_test)) if not curve_test_limit or curve_test_limit >= len(y_test) else \
-        np.sort(np.random.default_rng(0).permutation(len(y_test))[:curve_test_limit])
+    picks = subset(len(y_test), curve_test_limit)
 
     def curve_cw(run: TrainedRun) -> dict:
         return summarize(outcome("cw", LoadedRun(run, x_test[picks], y_test[picks], dataset.name, cfg.test_limit),
@@ -174,6 +188,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     out_dir = Path(root) / REPORT_DIR
     protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
     protocol["curve_test_images"] = int(len(picks))
+    protocol["autoattack_complete"] = 0 if completion_picks is None else int(len(completion_picks))
     protocol["figure2_epochs"] = [p["epoch"] for p in over_epochs]
     protocol["recorded_benign_subsets"] = subsets
     moved_to = _set_aside_if_different(out_dir, protocol)
@@ -192,6 +207,13 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     (out_dir / "report.md").write_text(report_claims.markdown(report))
     say(f"wrote {out_dir / 'report.md'}, report.json and {len(report['plots'])} plot(s)")
     return report
+
+
+def subset(n: int, size: int) -> np.ndarray:
+    """A fixed random subset of ``size`` of ``n`` test examples, sorted (all of them for 0 or >= n)."""
+    if not size or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).permutation(n)[:size])
 
 
 def spaced(epochs: list[int], most: int) -> list[int]:

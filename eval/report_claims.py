@@ -80,6 +80,10 @@ def assess(report: dict) -> list[dict]:
                      "not measured (its claim that PGN is the more robust, judged by the field's standard "
                      "evaluation: robust accuracy at the AutoAttack radius).", "autoattack_acc", pgn,
                      BASELINES)
+        if not math.isnan(agg[pgn]["autoattack_standard_acc"][0]):
+            pairwise(f"{name} keeps more accuracy under the standard AutoAttack than FGM-AT and PGD-AT (on "
+                     f"the report's subset of {report['protocol'].get('autoattack_complete')} images).",
+                     "not measured.", "autoattack_standard_acc", pgn, BASELINES)
     for defense in ("fgm", "pgd", *pgn_groups):
         pairwise(f"{_title(defense)} raises rho_cw over clean training at the same benign accuracy.",
                  f"CIFAR-10 CW mean L2: {_title(base_defense(defense))} "
@@ -181,6 +185,11 @@ def markdown(report: dict) -> str:
         f"iterations, overshoot {a['deepfool']['deepfool_overshoot']:g}; CW-L2 {a['cw']['cw_iters']} iterations x "
         f"{a['cw']['cw_binary_steps']} binary steps, lr {a['cw']['cw_lr']:g}, initial c {a['cw']['cw_initial_const']:g}.",
         *([_autoattack_line(a["autoattack"])] if "autoattack" in a else []),
+        *([f"- Standard AutoAttack on a subset: the standard version's remaining attacks "
+           f"({', '.join(_completion_attacks(report))}) on a fixed random subset of {p['autoattack_complete']} of "
+           f"the {p['test_images']} test images, on the examples the attacks above left robust (the standard "
+           f"protocol, each attack on what the ones before it left): column *standard AutoAttack acc (subset)*."]
+          if p.get("autoattack_complete") else []),
         *([f"- Black-box: every attack also crafted on the independent run `{Path(p['source_run']).name}` and "
            f"transferred."] if p.get("source_run") else []),
         f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
@@ -248,7 +257,7 @@ def markdown(report: dict) -> str:
                          f"{_pm((q['benign_mean'], q['benign_std']))} | {_pm((q['rho_mean'], q['rho_std']))} | "
                          f"{_pm((c['rho_mean'], c['rho_std']))} | {_num(q.get('attack_l2_mean'))} | "
                          f"{_num(q.get('attack_acc_mean'))} |")
-    lines += _training_attack_markdown(report) + _cost_markdown(report)
+    lines += _standard_autoattack_markdown(report) + _training_attack_markdown(report) + _cost_markdown(report)
     lines += ["", "## The paper's claims against these numbers", "",
               "Rule: a difference is *supported* when it has the paper's sign and exceeds two standard errors "
               "over seeds, *contradicted* when it exceeds them the other way, *inconclusive* otherwise. With one "
@@ -268,6 +277,39 @@ def _autoattack_line(aa: dict) -> str:
             f"{aa['square_queries']} queries), {norm} eps {aa['eps']:g}: robust accuracy (the field's headline "
             f"number), and the worst case per example over AutoAttack and every other attack of the table inside "
             f"that radius.")
+
+
+def _completions(report: dict) -> list[tuple[str, dict]]:
+    return [(r["run"], r["autoattack"]["standard"]) for e in report["table"].values() for r in e["rows"]
+            if (r.get("autoattack") or {}).get("standard")]
+
+
+def _completion_attacks(report: dict) -> list[str]:
+    done = _completions(report)
+    return list(done[0][1]["found"]) if done else []
+
+
+def _standard_autoattack_markdown(report: dict) -> list[str]:
+    done = _completions(report)
+    if not done:
+        return []
+    later = _completion_attacks(report)
+    first = ", ".join(done[0][1]["first_attacks"])
+    lines = ["", "## Standard AutoAttack on a subset", "",
+             f"On the same fixed random subset of the test images for every table run: robust accuracy after "
+             f"{first} (the table's *AutoAttack acc* on these images), after the standard version's remaining "
+             f"attacks, and how many examples each of those broke that {first} had not. Where they broke none, "
+             f"the table's *AutoAttack acc* on all its images is the standard version's number; gradient-free "
+             f"Square breaking many that the gradient attacks left would point to gradient masking.", "",
+             f"| run | images | acc after {first} | standard AutoAttack acc | "
+             + " | ".join(f"broken by {a}" for a in later) + " | seconds |",
+             "|---|---|---|---|" + "---|" * len(later) + "---|"]
+    for run, c in done:
+        lines.append(f"| {run} | {c['n']} | {c['first_attacks_accuracy']:.3f} | {c['accuracy']:.3f} | "
+                     + " | ".join(str(c["found"][a]) for a in later)
+                     + f" | {sum(c['seconds'].values()):.0f} |")
+    warned = sorted({w for _, c in done for w in c["warnings"]})
+    return lines + ([""] + [f"- Warning: {w}" for w in warned] if warned else [])
 
 
 def _training_attack_markdown(report: dict) -> list[str]:

@@ -27,6 +27,8 @@ TABLE_COLUMNS = (
     # The field's headline (--attacks ...,autoattack): AutoAttack's robust accuracy, and the worst
     # case per example over it and every other attack of the table inside its radius.
     ("autoattack_acc", "AutoAttack acc", ("autoattack", "robust_accuracy")),
+    # --autoattack_complete N: the standard version on N of the images (eval.autoattack_eval.standard_completion).
+    ("autoattack_standard_acc", "standard AutoAttack acc (subset)", ("autoattack", "standard", "accuracy")),
     ("worst_case_acc", "worst-case acc", ("autoattack", "worst_case", "accuracy")),
     ("fgm_acc", "FGM acc", ("attacks", "fgm", "white", "accuracy")),
     ("mim_acc", "MIM acc", ("attacks", "mim", "white", "accuracy")),

@@ -12,7 +12,7 @@ import pytest
 import data
 from eval import autoattack_eval, masking, suite
 from eval.autoattack_eval import AutoAttackOutcome
-from eval.config import AUTOATTACK_PARTS, EvalConfig
+from eval.config import AUTOATTACK_FIXED, AUTOATTACK_PARTS, EvalConfig
 from eval.evaluate import evaluate
 from eval.metrics import Outcome
 
@@ -57,6 +57,7 @@ def _outcome(labels, clean, adv, l2):
 
 def test_the_flag_names_are_the_librarys():
     assert AUTOATTACK_PARTS == importlib.import_module("attacks.autoattack").ATTACKS
+    assert AUTOATTACK_FIXED == importlib.import_module("attacks.autoattack").VERSIONS
     with pytest.raises(ValueError, match="custom"):
         EvalConfig(run_dirs=("r",), autoattack_version="custom").validate()
     with pytest.raises(ValueError, match="needs --autoattack_version custom"):
@@ -195,3 +196,57 @@ def test_run_py_autoattack_with_the_quick_preset_and_explicit_flags(tiny_run, tm
     assert len(stored["runs"]["fgm-run"]["per_example"]["autoattack"]) == 12
     entry = json.loads((out / "robustbench.json").read_text())
     assert entry["name"] == "fgm-run" and float(entry["autoattack_acc"]) <= float(entry["clean_acc"])
+
+
+def test_completing_the_first_attacks_gives_the_standard_autoattack(tmp_path, monkeypatch):
+    """APGD-CE + APGD-T on every image, then FAB-T and Square on the ones they left robust: on all
+    the images, exactly the standard version run in one go; on a subset, its flags restricted. An
+    affine model whose input gradient is zero (masked), so that the gradient attacks fail and
+    gradient-free Square finds what they missed."""
+    import types
+
+    import keras
+    import tensorflow as tf
+
+    from attacks.autoattack import autoattack
+    from tests.autoattack_models import affine_model, middle_of_box, minimal_distance
+
+    affine, weights, bias = affine_model(5)
+    model = keras.Sequential([affine, keras.layers.Lambda(lambda z: 0.0 * z + tf.stop_gradient(z))])
+    x = middle_of_box(40)
+    distance, y = minimal_distance(x, weights, bias, 2)
+    eps = 2 * float(np.median(distance))
+    run = types.SimpleNamespace(name="affine", run_dir=tmp_path, build_classifier=lambda: model,
+                                fingerprint=lambda: "affine-0")
+    target = suite.LoadedRun(run, x, y, "affine", 0)
+    cfg = EvalConfig(run_dirs=("affine",), autoattack_version="custom", autoattack_attacks=("apgd-ce", "apgd-t"),
+                     autoattack_iters=1, autoattack_square_queries=50, autoattack_eps=eps, batch_size=16)
+    aa = autoattack_eval.autoattack_outcome(target, cfg)
+    everything = np.arange(len(y))
+    done = autoattack_eval.standard_completion(target, cfg, aa, everything)
+    one = {"n_iter": 1}
+    direct = autoattack(target.model_fn, x, y, eps=eps, version="standard", seed=0, batch_size=16,
+                        attack_kwargs={"apgd-ce": one, "apgd-t": one, "fab-t": one, "square": {"n_queries": 50}})
+    assert list(done["flags"]) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+    for stage, flags in direct.robust_flags.items():
+        np.testing.assert_array_equal(done["flags"][stage], flags, err_msg=stage)
+    assert done["found"]["square"] > 0  # the completion finds what the first attacks missed
+    assert done["accuracy"] == pytest.approx(direct.final_robust_accuracy)
+    assert done["first_attacks_accuracy"] == pytest.approx(np.mean(aa.robust))
+    assert sum(done["found"].values()) == round((done["first_attacks_accuracy"] - done["accuracy"]) * len(y))
+    assert np.all(distance[~np.array(done["flags"]["square"])] <= eps * (1 + 1e-4))  # nothing broken out of reach
+
+    picks = np.array([1, 4, 7, 10, 13, 22, 30, 39])
+    part = autoattack_eval.standard_completion(target, cfg, aa, picks)
+    assert part["n"] == 8 and part["examples"] == picks.tolist()
+    for stage in ("clean", "apgd-ce", "apgd-t"):
+        np.testing.assert_array_equal(part["flags"][stage], aa.flags[stage][picks])
+    for earlier, later in (("apgd-t", "fab-t"), ("fab-t", "square")):  # each attack only removes robust examples
+        assert not np.any(np.array(part["flags"][later]) & ~np.array(part["flags"][earlier]))
+    # A second call reads the cache.
+    monkeypatch.setattr(importlib.import_module("attacks.autoattack"), "autoattack",
+                        lambda *a, **k: pytest.fail("AutoAttack ran again"))
+    assert autoattack_eval.standard_completion(target, cfg, aa, picks)["flags"] == part["flags"]
+    with pytest.raises(ValueError, match="standard's first attacks"):
+        autoattack_eval.completion_attacks(("apgd-ce", "square"))
+    assert autoattack_eval.completion_attacks(("apgd-ce",)) == ("apgd-t", "fab-t", "square")

@@ -284,3 +284,37 @@ def test_figure2_takes_evenly_spaced_kept_epochs_with_the_last():
     assert report_mode.spaced(list(range(1, 21)), 6) == [1, 5, 9, 12, 16, 20]
     assert report_mode.spaced([1, 2, 3], 6) == [1, 2, 3] and report_mode.spaced(list(range(1, 21)), 1) == [20]
     assert report_mode.spaced(list(range(1, 21)), 2) == [1, 20]
+
+
+def test_the_report_completes_autoattack_to_the_standard_version_on_a_subset(tmp_path):
+    """--autoattack_complete N: APGD-CE on every test image of each table run, the standard
+    version's other attacks on N of them; refused before any attack runs when the first attacks
+    are not the standard's."""
+    import dataclasses
+
+    from tests.test_eval_autoattack import four_class_folder  # APGD-T needs four classes
+
+    folder = four_class_folder(tmp_path / "images")
+    root = tmp_path / "root"
+    data_cfg, train_cfg, _, run_cfg = _configs(folder, tmp_path)
+    run_sweep(str(root), Sweep.parse(""), (0,), data_cfg, train_cfg, DefenseConfig(defense="none"), run_cfg, **QUIET)
+    cfg = EvalConfig(run_dirs=(), attacks=("fgm", "autoattack"), autoattack_version="custom",
+                     autoattack_attacks=("apgd-ce",), autoattack_iters=3, autoattack_square_queries=10,
+                     autoattack_curve=(), **FAST)
+    with pytest.raises(ValueError, match="standard's first attacks"):
+        report_mode.build_report(str(root), dataclasses.replace(cfg, autoattack_attacks=("square",)), "none", 0.01,
+                                 autoattack_complete=6, say=lambda *_: pytest.fail("an attack ran"))
+    with pytest.raises(ValueError, match="add autoattack"):
+        report_mode.build_report(str(root), dataclasses.replace(cfg, attacks=("fgm",)), "none", 0.01,
+                                 autoattack_complete=6, **QUIET)
+    report = report_mode.build_report(str(root), cfg, "none", 0.01, autoattack_complete=6, **QUIET)
+    (row,) = report["table"]["none"]["rows"]
+    standard = row["autoattack"]["standard"]
+    assert standard["n"] == 6 and list(standard["found"]) == ["apgd-t", "fab-t", "square"]
+    assert standard["flags"]["apgd-ce"] == [row["per_example"]["autoattack"][i] for i in standard["examples"]]
+    assert standard["accuracy"] <= standard["first_attacks_accuracy"] + 1e-9
+    assert report["protocol"]["autoattack_complete"] == 6
+    markdown = (root / report_mode.REPORT_DIR / "report.md").read_text()
+    for text in ("standard AutoAttack acc (subset)", "## Standard AutoAttack on a subset", "broken by square",
+                 "on a fixed random subset of 6 of the"):
+        assert text in markdown, text
