@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from eval.report_tables import TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense, group_title, rho_at
+from training import rundir
+
+from eval.report_tables import (TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense, group_title,
+                                in_table_order, paired, rho_at)
 
 # The paper's CIFAR-10 Table 3 (this reproduction's dataset) and CIFAR-100 Table 2, from methods.md.
 PAPER_TABLE3 = {  # FGM acc, MIM acc, DeepFool mean L2, CW mean L2, benign, s/epoch
@@ -45,7 +48,17 @@ def verdict(difference: float, margin: float) -> str:
     return "inconclusive"
 
 
+def _ordered(report: dict) -> dict:
+    """The report with its per-group parts in table order (report_tables.in_table_order)."""
+    parts = ("table", "costs", "training_attack_over_epochs")
+    ordered = {**report, **{k: in_table_order(report[k]) for k in parts if isinstance(report.get(k), dict)}}
+    if isinstance((report.get("protocol") or {}).get("sweeps"), dict):
+        ordered["protocol"] = {**report["protocol"], "sweeps": in_table_order(report["protocol"]["sweeps"])}
+    return ordered
+
+
 def assess(report: dict) -> list[dict]:
+    report = _ordered(report)
     agg = aggregate_table(report["table"])
     claims = []
 
@@ -149,6 +162,7 @@ def _cost_claim(agg: dict) -> dict | None:
 
 
 def markdown(report: dict) -> str:
+    report = _ordered(report)
     p = report["protocol"]
     agg = aggregate_table(report["table"])
     # The columns some run has (AutoAttack and black-box ones only where the report ran them).
@@ -194,7 +208,7 @@ def markdown(report: dict) -> str:
            f"transferred."] if p.get("source_run") else []),
         f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
         f"{p['training_hours']:.2f} h in all, this report {p.get('report_seconds', 0) / 60:.1f} min.",
-        "- Software: " + ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
+        "- Software: " + ", ".join(f"{k} {v}" for k, v in sorted(p["versions"].items(), key=_package_rank) if v)
         + f"; runs trained at commit {', '.join(p['training_commits'])}, this report made at commit "
         + f"{str(p['report_git'].get('commit'))[:10]}" + (" (with uncommitted changes)" if p["report_git"].get("dirty") else "")
         + ".",
@@ -257,7 +271,8 @@ def markdown(report: dict) -> str:
                          f"{_pm((q['benign_mean'], q['benign_std']))} | {_pm((q['rho_mean'], q['rho_std']))} | "
                          f"{_pm((c['rho_mean'], c['rho_std']))} | {_num(q.get('attack_l2_mean'))} | "
                          f"{_num(q.get('attack_acc_mean'))} |")
-    lines += _standard_autoattack_markdown(report) + _training_attack_markdown(report) + _cost_markdown(report)
+    lines += (_standard_autoattack_markdown(report) + _paired_markdown(report) + _training_attack_markdown(report)
+              + _cost_markdown(report))
     lines += ["", "## The paper's claims against these numbers", "",
               "Rule: a difference is *supported* when it has the paper's sign and exceeds two standard errors "
               "over seeds, *contradicted* when it exceeds them the other way, *inconclusive* otherwise. With one "
@@ -277,6 +292,33 @@ def _autoattack_line(aa: dict) -> str:
             f"{aa['square_queries']} queries), {norm} eps {aa['eps']:g}: robust accuracy (the field's headline "
             f"number), and the worst case per example over AutoAttack and every other attack of the table inside "
             f"that radius.")
+
+
+# The robust flags a paired comparison uses: the headline's when the report ran AutoAttack, else MIM's.
+PAIRED_FLAGS = ("autoattack", "mim")
+
+
+def _paired_markdown(report: dict) -> list[str]:
+    table = report["table"]
+    rows = [r for e in table.values() for r in e["rows"]]
+    flag = next((f for f in PAIRED_FLAGS if rows and all(f in r.get("per_example", {}) for r in rows)), None)
+    pairs = [(g, base) for g in table if base_defense(g) == "pgn" for base in BASELINES if base in table]
+    found = [(g, base, paired(table, g, base, flag)) for g, base in pairs] if flag else []
+    found = [f for f in found if f[2]]
+    if not found:
+        return []
+    name = "AutoAttack" if flag == "autoattack" else "MIM"
+    lines = ["", "## Paired per-image comparison", "",
+             f"Each PGN group against each baseline, run by run of the same seed, on the same test images: how "
+             f"many are robust under {name} for one defense only, and the exact two-sided sign test of that "
+             f"split. This counts the test images' noise at fixed training seeds; the seeds' is Table 2's.", "",
+             "| PGN | baseline | seed | images | robust under PGN only | under the baseline only | sign test p |",
+             "|---|---|---|---|---|---|---|"]
+    for group, base, per_seed in found:
+        for c in per_seed:
+            lines.append(f"| {_title(group)} | {_title(base)} | {c['seed']} | {c['images']} | {c['only_a']} | "
+                         f"{c['only_b']} | {c['p']:.3g} |")
+    return lines
 
 
 def _completions(report: dict) -> list[tuple[str, dict]]:
@@ -353,6 +395,12 @@ def _cost_markdown(report: dict) -> list[str]:
         lines.append(f"| {_title(group)} | {cost['runs']} | {_num(sec, 1)} | "
                      f"{_num(sec / clean if sec and clean else None, 2)} | {cost['training_hours']:.2f} |")
     return lines
+
+
+def _package_rank(item) -> tuple:
+    """Python, then the packages in training.rundir's order (report.json stores them sorted)."""
+    order = ("python",) + rundir.PACKAGES
+    return (order.index(item[0]) if item[0] in order else len(order), item[0])
 
 
 def _key(value) -> str:

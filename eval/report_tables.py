@@ -1,6 +1,8 @@
 """The report's numbers: Table 2 aggregated over seeds and the robustness curve's points."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from training.defenses import SETTINGS
@@ -20,6 +22,15 @@ def group_title(group: str) -> str:
     defense, _, variant = group.partition("[")
     title = DEFENSE_TITLES.get(defense, defense)
     return f"{title} ({variant.rstrip(']')})" if variant else title
+
+
+def in_table_order(groups: dict) -> dict:
+    """``groups`` ({report group: ...}) with clean first and the defenses in DEFENSE_TITLES's order,
+    each defense's variants after it: report.json stores its keys sorted, and a report rebuilt from
+    it reads the same as the one first written."""
+    order = list(DEFENSE_TITLES)
+    rank = {d: i for i, d in enumerate(order)}
+    return dict(sorted(groups.items(), key=lambda kv: (rank.get(base_defense(kv[0]), len(order)), kv[0])))
 
 
 # Table 2's columns: (key, heading, where in a row the value is).
@@ -101,3 +112,32 @@ def rho_at(curve: list[dict], benign: float) -> float | None:
     if len(xs) < 2 or not min(xs) <= benign <= max(xs):
         return None
     return float(np.interp(benign, xs, [p["rho_mean"] for p in curve]))
+
+
+def sign_test(only_a: int, only_b: int) -> float:
+    """Exact two-sided sign (McNemar) test of the discordant pairs: P(a split this uneven | 50:50)."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(table: dict, a: str, b: str, flag: str) -> list[dict]:
+    """Per-image comparison of groups ``a`` and ``b`` by their runs of the same seed, on the report's
+    per-example robust flags ``flag`` (both evaluated on the same test images, in the same order):
+    images robust under a only and under b only, and the sign test's p. It measures the test
+    images' noise at fixed training seeds, not the seeds' (Table 2's standard errors)."""
+    rows_b = {r["seed"]: r for r in table.get(b, {}).get("rows", [])}
+    out = []
+    for row in table.get(a, {}).get("rows", []):
+        other = rows_b.get(row["seed"])
+        if other is None or flag not in row.get("per_example", {}) or flag not in other.get("per_example", {}):
+            continue
+        fa, fb = np.asarray(row["per_example"][flag], bool), np.asarray(other["per_example"][flag], bool)
+        if fa.shape != fb.shape:
+            continue
+        only_a, only_b = int(np.sum(fa & ~fb)), int(np.sum(fb & ~fa))
+        out.append({"seed": row["seed"], "images": int(fa.size), "only_a": only_a, "only_b": only_b,
+                    "p": sign_test(only_a, only_b)})
+    return out

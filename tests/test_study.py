@@ -125,6 +125,9 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     for plot in report["plots"]:
         assert Path(plot).stat().st_size > 10_000
     assert any(c["claim"].startswith("FGM-AT raises rho_cw") for c in report["claims"])
+    # report.json stores its keys sorted (fgm before none); rebuilt from it, the report reads the same.
+    from eval import report_claims
+    assert report_claims.markdown(json.loads((out / "report.json").read_text())) == markdown
 
     def no_crafting(*args, **kwargs):
         raise AssertionError("a second report must reuse the cached attacks")
@@ -318,3 +321,21 @@ def test_the_report_completes_autoattack_to_the_standard_version_on_a_subset(tmp
     for text in ("standard AutoAttack acc (subset)", "## Standard AutoAttack on a subset", "broken by square",
                  "on a fixed random subset of 6 of the"):
         assert text in markdown, text
+
+
+def test_the_paired_comparison_counts_discordant_images_seed_by_seed():
+    from eval import report_claims as claims
+    from eval.report_tables import paired, sign_test
+
+    assert sign_test(5, 0) == sign_test(0, 5) == 2 / 32 and sign_test(0, 0) == 1.0 and sign_test(3, 3) == 1.0
+    assert abs(sign_test(15, 32) - 0.018624) < 1e-6
+
+    def row(seed, flags):
+        return {"seed": seed, "per_example": {"autoattack": flags}}
+    table = {"fgm": {"rows": [row(0, [1, 1, 0, 0, 1]), row(1, [0, 0, 0, 0, 0])]},
+             "pgn": {"rows": [row(0, [1, 0, 1, 0, 0]), row(2, [1, 1, 1, 1, 1])]}}  # seed 2 has no FGM-AT run
+    (seed0,) = paired(table, "pgn", "fgm", "autoattack")
+    assert (seed0["seed"], seed0["images"], seed0["only_a"], seed0["only_b"]) == (0, 5, 1, 2)
+    assert seed0["p"] == 1.0 and paired(table, "pgn", "fgm", "mim") == []
+    lines = "\n".join(claims._paired_markdown({"table": table}))
+    assert "## Paired per-image comparison" in lines and "| PGN | FGM-AT | 0 | 5 | 1 | 2 | 1 |" in lines

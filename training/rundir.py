@@ -30,7 +30,7 @@ TENSORBOARD_DIR = "tensorboard"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Settings that may change between the parts of one run without changing what it learns.
 RESUMABLE_CHANGES = frozenset({"train.epochs"})
-_PACKAGES = ("tensorflow", "keras", "cleverhans", "tensorflow-datasets", "numpy", "absl-py")
+PACKAGES = ("tensorflow", "keras", "cleverhans", "tensorflow-datasets", "numpy", "absl-py")
 
 
 class RunDirError(ValueError):
@@ -301,7 +301,7 @@ def run_record(flags: dict, settings: dict, dataset_info: dict) -> dict:
 
 def package_versions() -> dict:
     versions = {"python": platform.python_version()}
-    for package in _PACKAGES:
+    for package in PACKAGES:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
