@@ -96,8 +96,9 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     if autoattack_complete and "autoattack" not in cfg.attacks:
         raise ValueError("--autoattack_complete completes AutoAttack to its standard version: add autoattack to "
                          "--attacks")
-    if autoattack_complete:
-        autoattack_eval.completion_attacks(cfg.autoattack_parts)  # before any attack runs
+    if autoattack_complete and not autoattack_eval.completion_attacks(cfg.autoattack_parts):  # before any attack
+        raise ValueError("--autoattack_complete: the standard AutoAttack already runs every attack on every image; "
+                         "give --autoattack_version custom --autoattack_attacks apgd-ce,apgd-t")
     started = time.monotonic()
     runs, unfinished = discover(Path(root))
     source = load_run(cfg.source_run) if cfg.source_run else None

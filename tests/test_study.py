@@ -193,6 +193,10 @@ def test_sweep_and_report_command_line_errors(tmp_path):
     assert_one_line_error(run_py("--mode", "report", "--root", str(tmp_path / "nowhere")), "not a directory")
     assert_one_line_error(run_py("--mode", "report", "--root", str(tmp_path), "--match_benign", "most"),
                           "--match_benign")
+    assert_one_line_error(run_py("--mode", "report", "--root", str(tmp_path), "--autoattack_complete", "100"),
+                          "add autoattack to --attacks")
+    assert_one_line_error(run_py("--mode", "report", "--root", str(tmp_path), "--attacks", "fgm,autoattack",
+                                 "--autoattack_complete", "100"), "already runs every attack")
 
 
 def test_the_plots_draw_defenses_run_at_a_single_setting(tmp_path):
