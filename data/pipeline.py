@@ -15,6 +15,13 @@ import tensorflow as tf
 
 from .dataset import FOLDER_PREFIX, DatasetError
 
+# Fixed parallelism, tf.data's autotuning off: with autotuning, deleting an epoch's iterator waits
+# for the autotuner's thread, which under CPU contention wakes only at its next optimisation period
+# (up to 60 s); measured with py-spy on a 2-core machine, 20-40 s lost at the end of most epochs
+# (RootDataset::Iterator::~Iterator waiting on the autotuner's UnboundedThreadPool thread). A batch
+# costs ~1/100 of a train step here, so two parallel calls and two prefetched batches keep ahead.
+PARALLEL_CALLS = 2
+PREFETCH_BATCHES = 2
 SHIFT_PAD_PX = 4  # "random crops of 32x32 from 40x40 zero-padded images" (standard CIFAR recipe)
 _MIRROR_SAFE = ("cifar10", "cifar100")  # plus folder:*; digits must not be mirrored
 _NO_MIRROR = ("svhn_cropped", "mnist")
@@ -88,8 +95,8 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, se
         return tf.cast(x, tf.float32) / 255.0, tf.gather(labels_t, positions)
 
     ds = tf.data.Dataset.from_tensor_slices((batch_ids, order.astype(np.int64)))
-    ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(make_batch, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
+    return _without_autotuning(ds.prefetch(PREFETCH_BATCHES))
 
 
 def test_batches(images: np.ndarray, labels: np.ndarray, *,
@@ -100,8 +107,15 @@ def test_batches(images: np.ndarray, labels: np.ndarray, *,
         raise DatasetError(f"batch_size={batch_size} must be positive")
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+                num_parallel_calls=PARALLEL_CALLS, deterministic=True)
+    return _without_autotuning(ds.prefetch(PREFETCH_BATCHES))
+
+
+def _without_autotuning(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds`` with tf.data's autotuner off (see PARALLEL_CALLS)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def _check_arrays(images, labels) -> tuple[np.ndarray, np.ndarray]:

@@ -353,3 +353,12 @@ def test_shared_cifar10_jpeg_copy():
     assert list(np.bincount(ds.train_labels)) == [100] * 10
     assert list(np.bincount(ds.test_labels)) == [50] * 10
     assert "60000 files" in ds.source
+
+
+def test_the_pipelines_run_without_tf_datas_autotuner():
+    """With the autotuner on, deleting an epoch's iterator waits for its thread (up to its 60 s
+    optimisation period under CPU contention): the pipelines fix their parallelism instead."""
+    images, labels = _synthetic(32)
+    for ds in (data.train_batches(images, labels, batch_size=8, seed=0, epoch=0, augment="flip_shift"),
+               data.test_batches(images, labels, batch_size=8)):
+        assert ds.options().autotune.enabled is False
