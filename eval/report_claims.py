@@ -156,8 +156,8 @@ def _cost_claim(agg: dict) -> dict | None:
     return {"claim": "PGN trains much faster than PGD-AT (cost between clean and PGD-AT).",
             "paper": "s/epoch on CIFAR-10: clean 8.3, PGN 52.2 (6.3x), PGD-AT 175.3 (21.1x); PGN/PGD 0.30.",
             "ours": f"clean {clean:.1f}, PGN {pgn:.1f} ({pgn / clean:.1f}x), PGD-AT {pgd:.1f} ({pgd / clean:.1f}x); "
-                    f"PGN/PGD {pgn / pgd:.2f} (median epoch times of the training steps alone, without the "
-                    f"per-epoch evaluation and the first epoch's compilation)",
+                    f"PGN/PGD {pgn / pgd:.2f} (an epoch's training steps at each run's median step rate, without the "
+                    f"per-epoch evaluation and the compiling step)",
             "verdict": "supported" if ordered else "contradicted"}
 
 
@@ -218,8 +218,8 @@ def markdown(report: dict) -> str:
         "",
         "Mean ± std over seeds. L2 means and medians are over every example the attack left misclassified "
         "(the paper's rho, eq. 6), except *CW mean L2 (correct)*, over examples classified correctly before "
-        "the attack. s/epoch is the median time of an epoch's training steps, without the per-epoch "
-        "evaluation and without epochs that compiled the step or were resumed part-way.",
+        "the attack. s/epoch is an epoch's training steps at the run's median step rate (over training's "
+        "logging windows), without the per-epoch evaluation and the compiling step.",
         "",
         "| defense | n | " + " | ".join(h for _, h, _ in columns) + " | epochs | max off target |",
         "|---|---|" + "---|" * len(columns) + "---|---|",
@@ -385,8 +385,8 @@ def _cost_markdown(report: dict) -> list[str]:
     if not costs:
         return []
     lines = ["", "## Training cost", "",
-             "Median time of an epoch's training steps (each run's median over its epochs, then the median over "
-             "the group's runs; without the per-epoch evaluation and compiling epochs), and the group's total "
+             "An epoch's training steps at each run's median step rate (over training's logging windows; then the "
+             "median over the group's runs; without the per-epoch evaluation and the compiling step), and the group's total "
              "training time (every epoch of every run, evaluation excluded). Runs shared the 2 cores with other "
              "work at times, so these are upper bounds.", "",
              "| defense | runs | s/epoch | x clean | training hours |", "|---|---|---|---|---|"]

@@ -71,10 +71,18 @@ class TrainedRun:
         return hashlib.sha1(self.weights_path.read_bytes()).hexdigest()[:16]
 
     def seconds_per_epoch(self) -> float | None:
-        """Median time of an epoch's training steps from the run's own log (the table's last
-        column): the per-epoch evaluation is not in it, and epochs that compiled the step (the
-        first of each process; epoch 1 in logs that predate the marker) or were resumed part-way
-        are left out unless no other epoch was logged."""
+        """An epoch's training steps at the run's median step rate (the table's last column): the
+        epoch's examples over the median examples/s of training's logging windows (every
+        --log_every_steps steps; a window starts after the step that compiled). The per-epoch
+        evaluation, the compiling step and whatever stalls an epoch's end fall in a few windows,
+        which the median leaves out. Logs without windows: the median epoch time, epochs that
+        compiled the step or were resumed part-way left out unless no other was logged."""
+        rates = [r["examples_per_second"] for r in read_metrics(self.run_dir, "train")
+                 if r.get("examples_per_second")]
+        examples = self.config.get("dataset", {}).get("train_size")
+        if rates and examples:
+            batch = int(self.settings["train.batch_size"])
+            return (examples // batch) * batch / statistics.median(rates)
         records = read_metrics(self.run_dir, "epoch_record")
         whole = [r["seconds_per_epoch"] for r in records
                  if not r.get("partial", False) and not r.get("includes_tracing", r.get("epoch") == 1)]

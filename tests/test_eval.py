@@ -177,3 +177,22 @@ def test_sibling_defenses_appear_in_the_eval_table_beside_the_others(two_runs, t
     markdown = (tmp_path / "eval" / "results.md").read_text()
     for row in ("| fgm-seed2 | fgm | FGM |", "| l2l | l2l | FGM |", "| rvs | rvs | FGM |"):
         assert row in markdown
+
+
+def test_seconds_per_epoch_is_the_median_step_rate_not_the_stalled_epochs(tmp_path):
+    """An epoch's examples over the median examples/s of training's logging windows: the window
+    an epoch-end wait or the compile fell in does not move it; without windows, the epochs' median."""
+    from eval.runs import TrainedRun
+
+    def write(records):
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = {"settings": {"train.batch_size": 100}, "dataset": {"train_size": 1050}}  # 10 steps an epoch
+    windows = [{"kind": "train", "step": 5 * i, "examples_per_second": rate}
+               for i, rate in enumerate([500.0, 500.0, 20.0, 500.0, 400.0], start=1)]
+    epochs = [{"kind": "epoch_record", "step": 10 * e, "epoch": e, "seconds_per_epoch": s}
+              for e, s in ((1, 30.0), (2, 62.0), (3, 62.0))]
+    write(windows + epochs)
+    run = TrainedRun(tmp_path, config, None)
+    assert run.seconds_per_epoch() == pytest.approx(1000 / 500.0)
+    write(epochs)
+    assert run.seconds_per_epoch() == pytest.approx(62.0)  # epoch 1 compiled the step: left out
