@@ -173,6 +173,7 @@ def curve(target: LoadedRun, cfg, aa: AutoAttackOutcome) -> list[dict]:
     points = []
     for multiple in sorted(set(cfg.autoattack_curve) | {1.0}):
         stages = list(aa.flags)
+        seconds = 0.0  # AutoAttack's own APGD-CE: its time is the AutoAttack's
         if multiple == 1.0 and len(stages) > 1 and stages[1] == "apgd-ce":
             accuracy = float(np.mean(aa.flags["apgd-ce"]))
         else:
@@ -183,7 +184,8 @@ def curve(target: LoadedRun, cfg, aa: AutoAttackOutcome) -> list[dict]:
                 result = _apgd_ce_outcome(apgd, target, cfg, eps * multiple)
                 write_cached(path, result)
             accuracy = float(np.mean(result.robust))
-        points.append({"eps_multiple": multiple, "eps": eps * multiple, "accuracy": accuracy})
+            seconds = float(result.seconds) if np.isfinite(result.seconds) else None
+        points.append({"eps_multiple": multiple, "eps": eps * multiple, "accuracy": accuracy, "seconds": seconds})
     return points
 
 

@@ -36,7 +36,7 @@ from eval.evaluate import evaluate_target
 from eval.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
 from eval.metrics import summarize
 from eval.runs import TrainedRun, load_run
-from eval.report_tables import DEFENSE_TITLES, group_title
+from eval.report_tables import DEFENSE_TITLES, evaluation_cost, group_title
 from eval.suite import LoadedRun, outcome
 from training.rundir import (CONFIG_FILE, RunDirError, default_settings, git_state, move_aside, package_versions,
                              read_config, write_json_atomic)
@@ -201,6 +201,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
               "training_attack_over_epochs": {k: v for k, v in attack_over_epochs.items() if v["epochs"]},
               "costs": costs,
               "unfinished": [str(p) for p in unfinished]}
+    report["evaluation_cost"] = evaluation_cost(report)
     report["plots"] = report_curves.draw(report, out_dir)
     report["claims"] = report_claims.assess(report)
     report["protocol"]["report_seconds"] = round(time.monotonic() - started, 1)

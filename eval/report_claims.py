@@ -14,8 +14,8 @@ from pathlib import Path
 
 from training import rundir
 
-from eval.report_tables import (TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense, group_title,
-                                in_table_order, paired, rho_at)
+from eval.report_tables import (COST_COLUMNS, TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense,
+                                evaluation_cost, group_title, in_table_order, paired, rho_at)
 
 # The paper's CIFAR-10 Table 3 (this reproduction's dataset) and CIFAR-100 Table 2, from methods.md.
 PAPER_TABLE3 = {  # FGM acc, MIM acc, DeepFool mean L2, CW mean L2, benign, s/epoch
@@ -207,7 +207,9 @@ def markdown(report: dict) -> str:
         *([f"- Black-box: every attack also crafted on the independent run `{Path(p['source_run']).name}` and "
            f"transferred."] if p.get("source_run") else []),
         f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
-        f"{p['training_hours']:.2f} h in all, this report {p.get('report_seconds', 0) / 60:.1f} min.",
+        f"{p['training_hours']:.2f} h in all, the evaluation {evaluation_cost(report)['hours']:.2f} h of attack time "
+        f"(each attack as long as it took when first computed; this report {p.get('report_seconds', 0) / 60:.1f} "
+        f"min, reusing the cached ones).",
         "- Software: " + ", ".join(f"{k} {v}" for k, v in sorted(p["versions"].items(), key=_package_rank) if v)
         + f"; runs trained at commit {', '.join(p['training_commits'])}, this report made at commit "
         + f"{str(p['report_git'].get('commit'))[:10]}" + (" (with uncommitted changes)" if p["report_git"].get("dirty") else "")
@@ -272,7 +274,7 @@ def markdown(report: dict) -> str:
                          f"{_pm((c['rho_mean'], c['rho_std']))} | {_num(q.get('attack_l2_mean'))} | "
                          f"{_num(q.get('attack_acc_mean'))} |")
     lines += (_standard_autoattack_markdown(report) + _paired_markdown(report) + _training_attack_markdown(report)
-              + _cost_markdown(report))
+              + _cost_markdown(report) + _evaluation_cost_markdown(report))
     lines += ["", "## The paper's claims against these numbers", "",
               "Rule: a difference is *supported* when it has the paper's sign and exceeds two standard errors "
               "over seeds, *contradicted* when it exceeds them the other way, *inconclusive* otherwise. With one "
@@ -394,6 +396,30 @@ def _cost_markdown(report: dict) -> list[str]:
         sec = cost["seconds_per_epoch"]
         lines.append(f"| {_title(group)} | {cost['runs']} | {_num(sec, 1)} | "
                      f"{_num(sec / clean if sec and clean else None, 2)} | {cost['training_hours']:.2f} |")
+    return lines
+
+
+def _evaluation_cost_markdown(report: dict) -> list[str]:
+    cost = evaluation_cost(report)
+    columns = [(h, keys) for h, keys in COST_COLUMNS
+               if any(g.get(k) for g in cost["groups"].values() for k in keys)]
+    if not columns:
+        return []
+    lines = ["", "## Evaluation cost", "",
+             "Seconds of attack time per table run (mean over the group's runs), as each attack took when it was "
+             "first computed: outcomes are cached per run and epoch, so a report that reuses them costs less. "
+             "The evaluation ran in float32 on the same 2 cores, beside other work at times.", "",
+             "| defense | runs | " + " | ".join(h for h, _ in columns) + " | total |",
+             "|---|---|" + "---|" * len(columns) + "---|"]
+    for group, g in cost["groups"].items():
+        cells = [sum(g.get(k, 0.0) for k in keys) for _, keys in columns]
+        total = sum(v for k, v in g.items() if k != "runs")
+        lines.append(f"| {_title(group)} | {g['runs']} | " + " | ".join(f"{c:.0f}" for c in cells) + f" | {total:.0f} |")
+    lines += ["", f"In all: {cost['table_seconds'] / 3600:.2f} h for the table's runs, "
+              f"{cost['curve_seconds'] / 3600:.2f} h of CW for the curves ({cost['curve_evaluations']} "
+              f"evaluations: Figure 5's points and Figure 2's epochs)"
+              + (f", {cost['black_box_seconds'] / 3600:.2f} h crafting the black-box attacks on the source"
+                 if cost["black_box_seconds"] else "") + f"; {cost['hours']:.2f} h."]
     return lines
 
 

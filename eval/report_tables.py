@@ -141,3 +141,54 @@ def paired(table: dict, a: str, b: str, flag: str) -> list[dict]:
         out.append({"seed": row["seed"], "images": int(fa.size), "only_a": only_a, "only_b": only_b,
                     "p": sign_test(only_a, only_b)})
     return out
+
+
+# The evaluation-cost table's columns: (heading, the row's attack-time entries it sums).
+COST_COLUMNS = (
+    ("FGM", ("fgm",)), ("MIM", ("mim",)), ("DeepFool", ("deepfool",)), ("CW", ("cw",)),
+    ("masking PGD", ("masking-pgd",)), ("AutoAttack", ("autoattack",)),
+    ("AutoAttack curve", ("autoattack-curve",)), ("standard completion", ("autoattack-standard",)),
+)
+
+
+def _finite(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
+
+
+def row_attack_seconds(row: dict) -> dict[str, float]:
+    """The seconds each white-box attack of a table row took when it was computed (a cached attack
+    keeps the time of its first computation; unknown times count 0)."""
+    out = {a: _finite((r.get("white") or {}).get("seconds")) for a, r in (row.get("attacks") or {}).items()}
+    out["masking-pgd"] = _finite((row.get("masking_pgd") or {}).get("seconds"))
+    aa = row.get("autoattack") or {}
+    out["autoattack"] = sum(_finite(s) for k, s in (aa.get("seconds") or {}).items() if k != "clean")
+    out["autoattack-curve"] = sum(_finite(p.get("seconds")) for p in aa.get("curve") or [])
+    out["autoattack-standard"] = sum(_finite(s) for s in ((aa.get("standard") or {}).get("seconds") or {}).values())
+    return out
+
+
+def evaluation_cost(report: dict) -> dict:
+    """The attack time behind a report, from the seconds its outcomes recorded: per table group the
+    mean over its runs of each attack's seconds; the black-box attacks' crafting on the source (once
+    per crafting: targets that shared one adversarial set share its recorded time); the curves' CW
+    (Figure 5's points and Figure 2's epochs); and the total in hours."""
+    groups = {}
+    table_seconds = 0.0
+    crafting: dict[str, set] = {}
+    for group, entry in report["table"].items():
+        rows = [row_attack_seconds(r) for r in entry["rows"]]
+        groups[group] = {"runs": len(rows), **{k: float(np.mean([r.get(k, 0.0) for r in rows])) for k in
+                                               {k for r in rows for k in r}}}
+        table_seconds += sum(sum(r.values()) for r in rows)
+        for r in entry["rows"]:
+            for attack, result in (r.get("attacks") or {}).items():
+                seconds = _finite((result.get("black") or {}).get("seconds"))
+                if seconds:
+                    crafting.setdefault(attack, set()).add(seconds)
+    black_seconds = sum(sum(s) for s in crafting.values())
+    curves = [p["cw"] for p in report.get("curve_points") or []]
+    curves += [p["cw"] for p in (report.get("fgm_over_epochs") or {}).get("points") or []]
+    curve_seconds = sum(_finite(c.get("seconds")) for c in curves)
+    return {"groups": groups, "table_seconds": table_seconds, "black_box_seconds": black_seconds,
+            "curve_seconds": curve_seconds, "curve_evaluations": len(curves),
+            "hours": round((table_seconds + black_seconds + curve_seconds) / 3600, 3)}

@@ -125,6 +125,12 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     for plot in report["plots"]:
         assert Path(plot).stat().st_size > 10_000
     assert any(c["claim"].startswith("FGM-AT raises rho_cw") for c in report["claims"])
+    cost = report["evaluation_cost"]  # every attack's recorded time, per table group and in all
+    assert list(cost["groups"]) == list(report["table"]) and cost["groups"]["fgm"]["runs"] == 2
+    assert all(g["cw"] > 0 and g["mim"] > 0 and g["masking-pgd"] > 0 for g in cost["groups"].values())
+    assert cost["curve_evaluations"] == 6 + 2 and cost["curve_seconds"] > 0
+    assert cost["hours"] == pytest.approx((cost["table_seconds"] + cost["curve_seconds"]) / 3600, abs=1e-3)
+    assert "## Evaluation cost" in markdown and f"the evaluation {cost['hours']:.2f} h of attack time" in markdown
     # report.json stores its keys sorted (fgm before none); rebuilt from it, the report reads the same.
     from eval import report_claims
     assert report_claims.markdown(json.loads((out / "report.json").read_text())) == markdown
@@ -134,6 +140,7 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     monkeypatch.setattr(suite, "craft", no_crafting)
     again = report_mode.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, **QUIET)
     assert again["table"]["fgm"]["rows"][0]["attacks"] == fgm["rows"][0]["attacks"]
+    assert again["evaluation_cost"] == cost  # cached attacks keep the time of their first computation
     assert not list(study_root.glob(f"{report_mode.REPORT_DIR}.replaced-*"))  # same inputs: rewritten in place
 
 
@@ -343,3 +350,26 @@ def test_the_paired_comparison_counts_discordant_images_seed_by_seed():
     assert seed0["p"] == 1.0 and paired(table, "pgn", "fgm", "mim") == []
     lines = "\n".join(claims._paired_markdown({"table": table}))
     assert "## Paired per-image comparison" in lines and "| PGN | FGM-AT | 0 | 5 | 1 | 2 | 1 |" in lines
+
+
+def test_the_evaluation_cost_counts_each_attack_once_as_recorded():
+    from eval.report_tables import evaluation_cost
+
+    def row(black_seconds, standard=None):
+        return {"attacks": {"fgm": {"white": {"seconds": 2.0}, "black": {"seconds": black_seconds}},
+                            "cw": {"white": {"seconds": None}}},  # cached before times were kept: counts 0
+                "masking_pgd": {"seconds": 3.0},
+                "autoattack": {"seconds": {"clean": 100.0, "apgd-ce": 10.0, "apgd-t": 30.0},
+                               "curve": [{"seconds": 0.0}, {"seconds": 5.0}],
+                               **({"standard": {"seconds": standard}} if standard else {})}}
+
+    # Two targets that shared the source's FGM adversarials (one recorded time) and one crafted apart.
+    report = {"table": {"none": {"rows": [row(7.0), row(7.0)]}, "fgm": {"rows": [row(9.0, {"fab-t": 20.0, "square": 40.0})]}},
+              "curve_points": [{"cw": {"seconds": 4.0}}], "fgm_over_epochs": {"points": [{"cw": {"seconds": 6.0}}]}}
+    cost = evaluation_cost(report)
+    assert cost["groups"]["none"] == {"runs": 2, "fgm": 2.0, "cw": 0.0, "masking-pgd": 3.0, "autoattack": 40.0,
+                                      "autoattack-curve": 5.0, "autoattack-standard": 0.0}
+    assert cost["groups"]["fgm"]["autoattack-standard"] == 60.0
+    assert cost["table_seconds"] == 2 * 50.0 + 110.0 and cost["black_box_seconds"] == 7.0 + 9.0
+    assert cost["curve_seconds"] == 10.0 and cost["curve_evaluations"] == 2
+    assert cost["hours"] == pytest.approx((210.0 + 16.0 + 10.0) / 3600, abs=1e-3)
