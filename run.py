@@ -97,6 +97,9 @@ flags.DEFINE_string("root", None, "sweep / report: the directory holding the swe
 flags.DEFINE_string("sweep", "", "sweep: NAME=V1,V2,... one run per value (e.g. eps=0.1,0.3 or c_l=10,50); "
                     "empty: seeds only.")
 flags.DEFINE_list("seeds", None, "sweep: seeds, one run per value and seed (default: --seed).")
+flags.DEFINE_boolean("dry_run", False, "sweep: train nothing; say which planned runs have finished, how far "
+                     "the others got, and the training time each has left, estimated from the step rate of a run "
+                     "under --root that trains as it would.")
 flags.DEFINE_string("match_benign", "lowest", "report: benign accuracy at which defenses are compared: a "
                     "number, clean (the clean runs' accuracy), lowest (the least accurate table run's final "
                     "accuracy) or none (final weights).")
@@ -309,7 +312,7 @@ def _train():
 
 
 def _sweep():
-    from training.sweep import Sweep, run_sweep
+    from training.sweep import Sweep, dry_run, run_sweep
 
     def sweep():
         if FLAGS.run_dir:
@@ -319,9 +322,14 @@ def _sweep():
         except ValueError:
             raise ValueError(f"--seeds takes comma-separated integers, got {','.join(FLAGS.seeds)}") from None
         sweep_spec = Sweep.parse(FLAGS.sweep, _value("defense"))
+        if FLAGS.dry_run:
+            data_cfg, train_cfg, defense_cfg, _ = _configs()
+            return dry_run(FLAGS.root, sweep_spec, seeds, data_cfg, train_cfg, defense_cfg)
         return run_sweep(FLAGS.root, sweep_spec, seeds, *_configs(), flags=_used_flags())
 
     status = _training(sweep)
+    if FLAGS.dry_run:
+        return
     outcomes = [s.split(":")[0] for s in status.values()]
     counts = {s: outcomes.count(s) for s in ("trained", "resumed", "skipped", "stopped", "failed")}
     print("sweep: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; runs under {FLAGS.root}")

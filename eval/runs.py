@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import statistics
 from pathlib import Path
 
 import h5py
@@ -12,7 +11,7 @@ import keras
 import data
 from models import build_classifier
 from training.rundir import (CONFIG_FILE, EMA_WEIGHTS_FILE, EPOCHS_DIR, RunDirError, epoch_weights_name, read_config,
-                             read_metrics, recorded_settings)
+                             recorded_settings, seconds_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,23 +70,10 @@ class TrainedRun:
         return hashlib.sha1(self.weights_path.read_bytes()).hexdigest()[:16]
 
     def seconds_per_epoch(self) -> float | None:
-        """An epoch's training steps at the run's median step rate (the table's last column): the
-        epoch's examples over the median examples/s of training's logging windows (every
-        --log_every_steps steps; a window starts after the step that compiled). The per-epoch
-        evaluation, the compiling step and whatever stalls an epoch's end fall in a few windows,
-        which the median leaves out. Logs without windows: the median epoch time, epochs that
-        compiled the step or were resumed part-way left out unless no other was logged."""
-        rates = [r["examples_per_second"] for r in read_metrics(self.run_dir, "train")
-                 if r.get("examples_per_second")]
-        examples = self.config.get("dataset", {}).get("train_size")
-        if rates and examples:
-            batch = int(self.settings["train.batch_size"])
-            return (examples // batch) * batch / statistics.median(rates)
-        records = read_metrics(self.run_dir, "epoch_record")
-        whole = [r["seconds_per_epoch"] for r in records
-                 if not r.get("partial", False) and not r.get("includes_tracing", r.get("epoch") == 1)]
-        times = whole or [r["seconds_per_epoch"] for r in records]
-        return statistics.median(times) if times else None
+        """An epoch's training steps at the run's median step rate (the table's last column;
+        training.rundir.seconds_per_epoch)."""
+        return seconds_per_epoch(self.run_dir, int(self.settings["train.batch_size"]),
+                                 self.config.get("dataset", {}).get("train_size"))
 
 
 def load_run(run_dir: str | Path, epoch: int | None = None) -> TrainedRun:

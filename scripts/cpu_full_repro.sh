@@ -19,13 +19,15 @@
 #              about 12x a clean step in bfloat16, so its three seeds alone are about 7 hours)
 #   report     matching, evaluation of every table run on 1,000 test images (the paper's attacks,
 #              black-box from the source, AutoAttack), Figure 5, the claims
+#   status     trains nothing: every training stage's runs, finished or how far they got, and the
+#              hours each has left (run.py --mode sweep --dry_run, from the runs' step rates)
 # PGN_CL and PGN_UNIT_CL are PGN's Table 2 points, chosen from the first look (defaults 0.3 and 1):
 # PGN at c_L 0.3 ends at benign accuracy 0.726, the FGM-AT and clean runs pass it, and PGN with
 # --pgn_grad_scale unit at c_L 0.3 stays below 0.70 (a stronger attacker), so its point is c_L 1.
 # PGN with --pgn_grad_scale unit shares the root (its runs are named pgn-pgn_grad_scaleunit-...):
 # the report gives it a row, a curve and claims of its own.
 set -uo pipefail  # a diverged run is reported by its sweep; the others go on
-STAGES="calibrate, first-look, first-look-report, table, source, pgn-curve, curves, baselines or report"
+STAGES="calibrate, first-look, first-look-report, table, source, pgn-curve, curves, baselines, report or status"
 STAGE=${1:?give a stage: $STAGES}
 ROOT=${2:-runs/cifar10-cpu-full}
 DATASET=${3:-folder:../shared/data/cifar10-jpeg}
@@ -36,8 +38,9 @@ PGN_UNIT_CL=${PGN_UNIT_CL:-1}
 # 0.3 lowest), and every run is matched to within --match_tolerance 0.01 or marked unmatched.
 MATCH=${MATCH:-0.72}
 cd "$(dirname "$0")/.."
+DRY=()  # the status stage: --dry_run
 sweep() {
-  python run.py --mode sweep --preset cpu_full --dataset "$DATASET" --root "$ROOT" "$@"
+  python run.py --mode sweep --preset cpu_full --dataset "$DATASET" --root "$ROOT" "${DRY[@]}" "$@"
   local rc=$?
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 1 ]; then exit "$rc"; fi  # bad input or Ctrl-C: stop here
 }
@@ -49,35 +52,49 @@ unit=(--pgn_grad_scale unit)
 report=(--match_benign "$MATCH" --test_limit 1000 --curve_test_limit 500 --attacks fgm,mim,deepfool,cw,autoattack
         --autoattack_version custom --autoattack_attacks apgd-ce,apgd-t --autoattack_curve 2
         --autoattack_complete 100)
+first_look() {
+  sweep --defense none --seeds 0
+  sweep --defense pgn --sweep c_l="$PGN_CL" --seeds 0
+  sweep --defense fgm --sweep eps=0.5 --seeds 0
+  sweep --defense pgn --sweep c_l="$PGN_CL" "${unit[@]}" --seeds 0
+  sweep --defense pgn --sweep c_l="$PGN_UNIT_CL" "${unit[@]}" --seeds 0
+  sweep --defense pgd --sweep eps=0.5 --seeds 0
+}
+table() {  # seed by seed, so that a stopped stage leaves whole seeds
+  for seed in 1 2; do
+    sweep --defense none --seeds "$seed"
+    sweep --defense fgm --sweep eps=0.5 --seeds "$seed"
+    sweep --defense pgn --sweep c_l="$PGN_CL" --seeds "$seed"
+    sweep --defense pgn --sweep c_l="$PGN_UNIT_CL" "${unit[@]}" --seeds "$seed"
+    sweep --defense pgd --sweep eps=0.5 --seeds "$seed"
+  done
+}
+source_run() { sweep --defense none --seeds 3; }
+pgn_curve() {
+  sweep --defense pgn --sweep c_l=0.1,0.3,1 --seeds 0
+  sweep --defense pgn --sweep c_l=0.1,0.3,1 "${unit[@]}" --seeds 0
+}
+curves() {
+  sweep --defense fgm --sweep eps=0.25,1.0 --seeds 0
+  sweep --defense pgd --sweep eps=0.25,1.0 --seeds 0
+}
+baselines() {
+  for seeds in 0 1,2; do
+    sweep --defense fgsm_rs --sweep eps=0.5 --seeds "$seeds"
+    sweep --defense trades --sweep eps=0.5 --seeds "$seeds"
+  done
+}
 case "$STAGE" in
   calibrate) sweep --defense none --seeds 0 ;;
-  first-look)
-    sweep --defense none --seeds 0
-    sweep --defense pgn --sweep c_l="$PGN_CL" --seeds 0
-    sweep --defense fgm --sweep eps=0.5 --seeds 0
-    sweep --defense pgn --sweep c_l="$PGN_CL" "${unit[@]}" --seeds 0
-    sweep --defense pgn --sweep c_l="$PGN_UNIT_CL" "${unit[@]}" --seeds 0
-    sweep --defense pgd --sweep eps=0.5 --seeds 0 ;;
-  table)  # seed by seed, so that a stopped stage leaves whole seeds
-    for seed in 1 2; do
-      sweep --defense none --seeds "$seed"
-      sweep --defense fgm --sweep eps=0.5 --seeds "$seed"
-      sweep --defense pgn --sweep c_l="$PGN_CL" --seeds "$seed"
-      sweep --defense pgn --sweep c_l="$PGN_UNIT_CL" "${unit[@]}" --seeds "$seed"
-      sweep --defense pgd --sweep eps=0.5 --seeds "$seed"
-    done ;;
-  source) sweep --defense none --seeds 3 ;;
-  pgn-curve)
-    sweep --defense pgn --sweep c_l=0.1,0.3,1 --seeds 0
-    sweep --defense pgn --sweep c_l=0.1,0.3,1 "${unit[@]}" --seeds 0 ;;
-  curves)
-    sweep --defense fgm --sweep eps=0.25,1.0 --seeds 0
-    sweep --defense pgd --sweep eps=0.25,1.0 --seeds 0 ;;
-  baselines)
-    for seeds in 0 1,2; do
-      sweep --defense fgsm_rs --sweep eps=0.5 --seeds "$seeds"
-      sweep --defense trades --sweep eps=0.5 --seeds "$seeds"
-    done ;;
+  first-look) first_look ;;
+  table) table ;;
+  source) source_run ;;
+  pgn-curve) pgn_curve ;;
+  curves) curves ;;
+  baselines) baselines ;;
+  status)  # every training stage's runs: finished, how far the others got, the hours each has left
+    DRY=(--dry_run)
+    for stage in first_look table source_run pgn_curve curves baselines; do echo "== $stage"; "$stage"; done ;;
   first-look-report)  # whatever has finished, as the final report but without the black-box source:
     # its attacks are cached per run and matched epoch, so the final report computes only what is new
     python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" --figure2_epochs 3 ;;

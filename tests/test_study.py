@@ -11,7 +11,8 @@ from eval import report as report_mode, suite
 from eval.config import EvalConfig
 from eval.matching import closest_epoch, epoch_accuracies, kept_epochs, parse_target
 from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
-from training.sweep import Sweep, is_finished, run_sweep
+from training import rundir
+from training.sweep import Sweep, dry_run, is_finished, progress, run_sweep
 from tests.test_cli import assert_one_line_error, run_py
 
 QUIET = dict(say=lambda *_: None)
@@ -78,12 +79,42 @@ def test_a_sweep_trains_only_what_is_missing(tiny_folder, tmp_path):
     assert is_finished(finished, 2) and not is_finished(half, 2)
     starts_before = len(_starts(finished))
 
+    # A dry run trains nothing and says where each planned run stands, estimating from a run like it.
+    said = []
+    planned = dry_run(str(root), Sweep.parse("eps=0.25,0.5,1.0"), (0, 1), *cfgs[:3], say=said.append)
+    assert planned == {str(finished): "finished", str(half): "partial", str(root / "fgm-eps1-seed0"): "not started",
+                       **{str(root / f"fgm-eps{v}-seed1"): "not started" for v in ("0.25", "0.5", "1")}}
+    assert sorted(p.name for p in root.iterdir()) == [finished.name, half.name]
+    lines = dict(zip(planned, said))
+    assert "checkpoint at step 3" in lines[str(half)] and "(as fgm-eps0.25-seed0)" in lines[str(half)]
+    assert "(as fgm-eps0.25-seed0)" in lines[str(root / "fgm-eps0.25-seed1")]  # same point, other seed
+    assert said[-1].startswith("dry run: 5 of 6 run(s) to train") and "without an estimate" not in said[-1]
+    assert len(_starts(finished)) == starts_before and [s["step"] for s in _starts(half)] == [0]
+    # The estimate: the epochs left (from the last logged step) at the finished run's median epoch time.
+    epoch = rundir.seconds_per_epoch(finished, 16, _train_size(finished))
+    assert progress(half, 2)["epochs_left"] == pytest.approx(2 - 3 / (_train_size(finished) // 16))
+    assert f"about {progress(half, 2)['epochs_left'] * epoch / 3600:.2f} h" in lines[str(half)]
+
     status = run_sweep(str(root), Sweep.parse("eps=0.25,0.5"), (0,), *_configs(tiny_folder, tmp_path), **QUIET)
     assert status == {str(finished): "skipped", str(half): "resumed"}
     assert len(_starts(finished)) == starts_before  # the finished run was not even opened
     assert [s["step"] for s in _starts(half)] == [0, 3] and is_finished(half, 2)
     assert json.loads((half / "config.json").read_text())["settings"]["defense.eps"] == 0.5
     assert kept_epochs(half) == [1, 2] and sorted(epoch_accuracies(half)) == [1, 2]
+
+
+def _train_size(run_dir: Path) -> int:
+    return json.loads((run_dir / "config.json").read_text())["dataset"]["train_size"]
+
+
+def test_a_dry_run_from_the_command_line_trains_nothing(tmp_path):
+    root = tmp_path / "empty"
+    result = run_py("--mode", "sweep", "--dry_run", "--defense", "fgm", "--sweep", "eps=0.25,0.5", "--seeds", "0",
+                    "--root", str(root), "--dataset", "folder:/nonexistent-never-read")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fgm-eps0.25-seed0: not started; no estimate" in result.stdout
+    assert "dry run: 2 of 2 run(s) to train, about 0.00 h and 2 without an estimate" in result.stdout
+    assert not root.exists()
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -230,6 +231,23 @@ def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
     kept = [r for i, r in enumerate(records)
             if r.get("kind") == "start" or last[r.get("kind"), r.get("step")] == i]
     return [r for r in kept if kind is None or r.get("kind") == kind]
+
+
+def seconds_per_epoch(run_dir: Path, batch_size: int, train_size: int | None) -> float | None:
+    """An epoch's training steps at the run's median step rate: the epoch's examples over the
+    median examples/s of training's logging windows (every --log_every_steps steps; a window starts
+    after the step that compiled). The per-epoch evaluation, the compiling step and whatever stalls
+    an epoch's end fall in a few windows, which the median leaves out. Logs without windows: the
+    median epoch time, epochs that compiled the step or were resumed part-way left out unless no
+    other was logged. None: nothing logged yet."""
+    rates = [r["examples_per_second"] for r in read_metrics(run_dir, "train") if r.get("examples_per_second")]
+    if rates and train_size:
+        return (train_size // batch_size) * batch_size / statistics.median(rates)
+    records = read_metrics(run_dir, "epoch_record")
+    whole = [r["seconds_per_epoch"] for r in records
+             if not r.get("partial", False) and not r.get("includes_tracing", r.get("epoch") == 1)]
+    times = whole or [r["seconds_per_epoch"] for r in records]
+    return statistics.median(times) if times else None
 
 
 def drop_metrics_after(run_dir: Path, step: int) -> None:

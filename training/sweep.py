@@ -11,7 +11,9 @@ the same command again therefore trains only what is missing.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 from pathlib import Path
 
 from training import rundir
@@ -94,6 +96,110 @@ def is_finished(run_dir: Path, epochs: int) -> bool:
     return any(e.get("epochs") == epochs for e in rundir.read_metrics(run_dir, "finished"))
 
 
+def progress(run_dir: Path, epochs: int) -> dict:
+    """How far a run has got: {"state": "finished" | "partial" (it has a checkpoint to resume
+    from) | "not started", "epochs_done" (whole epochs logged), "step" (the latest checkpoint's:
+    where a resumed run goes on; None without one), "epochs_left" (fractional)}."""
+    if is_finished(run_dir, epochs):
+        return {"state": "finished", "epochs_done": epochs, "step": None, "epochs_left": 0.0}
+    saved = [int(m.group(1)) for p in (run_dir / rundir.CHECKPOINTS_DIR).glob("ckpt-*.index")
+             if (m := re.fullmatch(r"ckpt-(\d+)\.index", p.name))]
+    try:
+        config = json.loads((run_dir / rundir.CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        config = None
+    if not saved or config is None:
+        return {"state": "not started", "epochs_done": 0, "step": None, "epochs_left": float(epochs)}
+    step = max(saved)  # the loop numbers its checkpoints by step
+    done = max((r.get("epoch", 0) for r in rundir.read_metrics(run_dir, "epoch_record") if r["step"] <= step),
+               default=0)
+    train_size = config.get("dataset", {}).get("train_size")
+    batch = rundir.recorded_settings(config.get("settings", {})).get("train.batch_size")
+    left = epochs - (step / (train_size // batch) if train_size and batch else done)
+    return {"state": "partial", "epochs_done": done, "step": step, "epochs_left": max(left, 0.0)}
+
+
+def _like(root: Path, planned: PlannedRun, settings: dict, swept: str | None) -> tuple[Path, float] | None:
+    """A run under ``root`` that trains as ``planned`` would, and its seconds an epoch: the planned
+    run itself when it has a log, else one that differs only in the seed (best) or also in the swept
+    value (``swept``: its setting's key). None when no such run has logged a step rate yet."""
+    def rate(run_dir: Path, config: dict):
+        recorded = rundir.recorded_settings(config["settings"])
+        return rundir.seconds_per_epoch(run_dir, int(recorded["train.batch_size"]),
+                                        config.get("dataset", {}).get("train_size"))
+    ignored = {"train.seed", "train.epochs"}
+    for differing in (set(), {swept} if swept else set()):
+        others = sorted(p for p in root.iterdir() if p != planned.run_dir) if root.is_dir() else []
+        for run_dir in [planned.run_dir] + others:
+            try:
+                config = json.loads((run_dir / rundir.CONFIG_FILE).read_text())
+                recorded = rundir.recorded_settings(config["settings"])
+            except (OSError, ValueError, KeyError):
+                continue
+            keys = (set(recorded) | set(settings)) - ignored - differing
+            if all(json.dumps(recorded.get(k)) == json.dumps(settings.get(k)) for k in keys):
+                seconds = rate(run_dir, config)
+                if seconds:
+                    return run_dir, seconds
+    return None
+
+
+def dry_run(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_cfg: TrainConfig,
+            defense_cfg: DefenseConfig, say=print) -> dict[str, str]:
+    """What ``run_sweep`` would do, without training: each planned run's state and the training time
+    it has left, estimated from the step rate of a run under ``root`` that trains as it would (or
+    "no estimate"); returns {run_dir: "finished" | "partial" | "not started"}."""
+    _check(root, sweep, seeds, defense_cfg)
+    status, left, unknown = {}, 0.0, 0
+    planned = plan(Path(root), defense_cfg.defense, sweep, seeds, defense_cfg.variant())
+    for i, planned_run in enumerate(planned, 1):
+        train_over, defense_over = _overrides(planned_run, sweep)
+        run_train = dataclasses.replace(train_cfg, **train_over)
+        run_defense = dataclasses.replace(defense_cfg, **defense_over)
+        done = progress(planned_run.run_dir, run_train.epochs)
+        status[str(planned_run.run_dir)] = done["state"]
+        line = f"[{i}/{len(planned)}] {planned_run.run_dir}: {done['state']}"
+        if done["state"] == "finished":
+            say(line)
+            continue
+        if done["state"] == "partial":
+            line += f" ({done['epochs_done']} of {run_train.epochs} epochs done, checkpoint at step {done['step']})"
+        settings = rundir.flatten_settings(data=data_cfg, train=run_train, defense=run_defense.resolved())
+        swept = None if sweep.name is None else next(k for k in settings if k.split(".", 1)[1] == sweep.name)
+        like = _like(Path(root), planned_run, settings, swept)
+        if like is None:
+            unknown += 1
+            say(f"{line}; no estimate (no run under the root trains like it yet)")
+            continue
+        source, seconds = like
+        hours = done["epochs_left"] * seconds / 3600
+        left += hours
+        say(f"{line}; about {hours:.2f} h of training left at {seconds:.1f} s an epoch"
+            + ("" if source == planned_run.run_dir else f" (as {source.name})"))
+    say(f"dry run: {sum(s != 'finished' for s in status.values())} of {len(status)} run(s) to train, about "
+        f"{left:.2f} h" + (f" and {unknown} without an estimate" if unknown else "") + " (epochs at their step rate, "
+        f"without the per-epoch evaluation)")
+    return status
+
+
+def _check(root: str, sweep: Sweep, seeds: tuple[int, ...], defense_cfg: DefenseConfig) -> None:
+    if not root:
+        raise ValueError("--mode sweep needs --root DIR, the directory that holds the sweep's runs")
+    if not seeds:
+        raise ValueError("--seeds needs at least one seed")
+    if sweep.name is not None and sweep.name not in sweepable(defense_cfg.defense):
+        raise ValueError(f"--sweep {sweep.name}: not a setting of --defense {defense_cfg.defense}")
+
+
+def _overrides(planned_run: PlannedRun, sweep: Sweep) -> tuple[dict, dict]:
+    """The planned run's seed and swept value, as (TrainConfig, DefenseConfig) field overrides."""
+    train_over, defense_over = {"seed": planned_run.seed}, {}
+    if sweep.name is not None:
+        target = train_over if sweep.name in {f.name for f in dataclasses.fields(TrainConfig)} else defense_over
+        target[sweep.name] = planned_run.value
+    return train_over, defense_over
+
+
 def run_sweep(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_cfg: TrainConfig,
               defense_cfg: DefenseConfig, run_cfg, flags: dict | None = None, say=print) -> dict[str, str]:
     """Trains what is missing of the sweep; returns {run_dir: "skipped" | "resumed" | "trained" |
@@ -101,19 +207,11 @@ def run_sweep(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_c
     import keras  # the sweep's planning above works without TensorFlow
     from training.loop import TrainingError, train
 
-    if not root:
-        raise ValueError("--mode sweep needs --root DIR, the directory that holds the sweep's runs")
-    if not seeds:
-        raise ValueError("--seeds needs at least one seed")
-    if sweep.name is not None and sweep.name not in sweepable(defense_cfg.defense):
-        raise ValueError(f"--sweep {sweep.name}: not a setting of --defense {defense_cfg.defense}")
+    _check(root, sweep, seeds, defense_cfg)
     status = {}
     planned = plan(Path(root), defense_cfg.defense, sweep, seeds, defense_cfg.variant())
     for i, planned_run in enumerate(planned, 1):
-        train_over, defense_over = {"seed": planned_run.seed}, {}
-        if sweep.name is not None:
-            target = train_over if sweep.name in {f.name for f in dataclasses.fields(TrainConfig)} else defense_over
-            target[sweep.name] = planned_run.value
+        train_over, defense_over = _overrides(planned_run, sweep)
         run_train = dataclasses.replace(train_cfg, **train_over)
         run_defense = dataclasses.replace(defense_cfg, **defense_over)
         run_run = dataclasses.replace(run_cfg, run_dir=str(planned_run.run_dir))
