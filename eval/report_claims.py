@@ -207,9 +207,8 @@ def markdown(report: dict) -> str:
         *([f"- Black-box: every attack also crafted on the independent run `{Path(p['source_run']).name}` and "
            f"transferred."] if p.get("source_run") else []),
         f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
-        f"{p['training_hours']:.2f} h in all, the evaluation {evaluation_cost(report)['hours']:.2f} h of attack time "
-        f"(each attack as long as it took when first computed; this report {p.get('report_seconds', 0) / 60:.1f} "
-        f"min, reusing the cached ones).",
+        f"{p['training_hours']:.2f} h in all, {_evaluation_hours(evaluation_cost(report))}; this report "
+        f"{p.get('report_seconds', 0) / 60:.1f} min, reusing the attacks cached before it.",
         "- Software: " + ", ".join(f"{k} {v}" for k, v in sorted(p["versions"].items(), key=_package_rank) if v)
         + f"; runs trained at commit {', '.join(p['training_commits'])}, this report made at commit "
         + f"{str(p['report_git'].get('commit'))[:10]}" + (" (with uncommitted changes)" if p["report_git"].get("dirty") else "")
@@ -399,6 +398,13 @@ def _cost_markdown(report: dict) -> list[str]:
     return lines
 
 
+def _evaluation_hours(cost: dict) -> str:
+    if not cost["hours"] and cost["unrecorded"]:
+        return "the evaluation's attack times not recorded (cached before they were kept)"
+    return (f"the evaluation {'at least ' if cost['unrecorded'] else ''}{cost['hours']:.2f} h of attack time (each "
+            f"attack as long as it took when first computed)")
+
+
 def _evaluation_cost_markdown(report: dict) -> list[str]:
     cost = evaluation_cost(report)
     columns = [(h, keys) for h, keys in COST_COLUMNS
@@ -419,7 +425,9 @@ def _evaluation_cost_markdown(report: dict) -> list[str]:
               f"{cost['curve_seconds'] / 3600:.2f} h of CW for the curves ({cost['curve_evaluations']} "
               f"evaluations: Figure 5's points and Figure 2's epochs)"
               + (f", {cost['black_box_seconds'] / 3600:.2f} h crafting the black-box attacks on the source"
-                 if cost["black_box_seconds"] else "") + f"; {cost['hours']:.2f} h."]
+                 if cost["black_box_seconds"] else "") + f"; {cost['hours']:.2f} h"
+              + (f" (and {cost['unrecorded']} attack outcomes cached without a time, not counted)."
+                 if cost["unrecorded"] else ".")]
     return lines
 
 

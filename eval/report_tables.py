@@ -155,6 +155,14 @@ def _finite(value) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
 
+def _unrecorded(report: dict) -> int:
+    """Attack outcomes of the report without a recorded time (cached before times were kept)."""
+    outcomes = [a.get("white") for e in report["table"].values() for r in e["rows"] for a in (r.get("attacks") or {}).values()]
+    outcomes += [r.get("masking_pgd") for e in report["table"].values() for r in e["rows"]]
+    outcomes += [p["cw"] for p in report.get("curve_points") or []]
+    return sum(1 for o in outcomes if o is not None and not _finite(o.get("seconds")))
+
+
 def row_attack_seconds(row: dict) -> dict[str, float]:
     """The seconds each white-box attack of a table row took when it was computed (a cached attack
     keeps the time of its first computation; unknown times count 0)."""
@@ -171,7 +179,8 @@ def evaluation_cost(report: dict) -> dict:
     """The attack time behind a report, from the seconds its outcomes recorded: per table group the
     mean over its runs of each attack's seconds; the black-box attacks' crafting on the source (once
     per crafting: targets that shared one adversarial set share its recorded time); the curves' CW
-    (Figure 5's points and Figure 2's epochs); and the total in hours."""
+    (Figure 5's points and Figure 2's epochs); the total in hours; and how many outcomes had no
+    recorded time (``unrecorded``: cached before times were kept, counted 0)."""
     groups = {}
     table_seconds = 0.0
     crafting: dict[str, set] = {}
@@ -190,5 +199,5 @@ def evaluation_cost(report: dict) -> dict:
     curves += [p["cw"] for p in (report.get("fgm_over_epochs") or {}).get("points") or []]
     curve_seconds = sum(_finite(c.get("seconds")) for c in curves)
     return {"groups": groups, "table_seconds": table_seconds, "black_box_seconds": black_seconds,
-            "curve_seconds": curve_seconds, "curve_evaluations": len(curves),
+            "curve_seconds": curve_seconds, "curve_evaluations": len(curves), "unrecorded": _unrecorded(report),
             "hours": round((table_seconds + black_seconds + curve_seconds) / 3600, 3)}

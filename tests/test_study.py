@@ -161,6 +161,7 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     assert all(g["cw"] > 0 and g["mim"] > 0 and g["masking-pgd"] > 0 for g in cost["groups"].values())
     assert cost["curve_evaluations"] == 6 + 2 and cost["curve_seconds"] > 0
     assert cost["hours"] == pytest.approx((cost["table_seconds"] + cost["curve_seconds"]) / 3600, abs=1e-3)
+    assert cost["unrecorded"] == 0
     assert "## Evaluation cost" in markdown and f"the evaluation {cost['hours']:.2f} h of attack time" in markdown
     # report.json stores its keys sorted (fgm before none); rebuilt from it, the report reads the same.
     from eval import report_claims
@@ -404,3 +405,4 @@ def test_the_evaluation_cost_counts_each_attack_once_as_recorded():
     assert cost["table_seconds"] == 2 * 50.0 + 110.0 and cost["black_box_seconds"] == 7.0 + 9.0
     assert cost["curve_seconds"] == 10.0 and cost["curve_evaluations"] == 2
     assert cost["hours"] == pytest.approx((210.0 + 16.0 + 10.0) / 3600, abs=1e-3)
+    assert cost["unrecorded"] == 3  # each row's CW
