@@ -268,6 +268,8 @@ def main(argv):
         _fail(f"unexpected argument {argv[1]!r}: every setting is a --flag (see --help)")
     logging.set_verbosity(logging.ERROR)  # tfds warns about every unprepared folder it probes
     _check_finite_flags()
+    if FLAGS.dry_run and FLAGS.mode != "sweep":
+        _fail(f"--dry_run lists what a sweep would train: use it with --mode sweep, not --mode {FLAGS.mode}")
     if FLAGS.mode == "eval":
         try:
             _eval_config().validate()  # before loading TensorFlow: bad flags fail instantly

@@ -115,6 +115,7 @@ def test_a_dry_run_from_the_command_line_trains_nothing(tmp_path):
     assert "fgm-eps0.25-seed0: not started; no estimate" in result.stdout
     assert "dry run: 2 of 2 run(s) to train, about 0.00 h and 2 without an estimate" in result.stdout
     assert not root.exists()
+    assert_one_line_error(run_py("--mode", "train", "--dry_run"), "--dry_run", "--mode sweep")
 
 
 @pytest.fixture(scope="module")
