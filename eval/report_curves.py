@@ -26,9 +26,11 @@ def _training_attack(report: dict, path: Path) -> str:
     epoch; right: for learned attackers fed a gradient, how far x_adv moves when that gradient is
     zeroed, as a fraction of the perturbation (0: the attacker ignores it)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for group, entry in report["training_attack_over_epochs"].items():
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (group, entry) in enumerate(report["training_attack_over_epochs"].items()):
         epochs = entry["epochs"]
         style = dict(marker=marker(base_defense(group)), label=group_title(group), markersize=4,
+                     color=colours[i % len(colours)],  # a group keeps its colour in both panels
                      linestyle="--" if group != base_defense(group) else "-")
         left.plot([p["epoch"] for p in epochs], [p["monitor_delta_l2_mean"] for p in epochs], **style)
         zeroed = [p for p in epochs if "monitor_zeroed_grad_shift_l2" in p and p["monitor_delta_l2_mean"]]
@@ -38,12 +40,12 @@ def _training_attack(report: dict, path: Path) -> str:
     left.set_xlabel("epoch")
     left.set_ylabel("training perturbation, mean L2")
     right.set_xlabel("epoch")
-    right.set_ylabel("x_adv shift when G's gradient input is zeroed / perturbation L2")
+    right.set_ylabel("x_adv shift with G's gradient input zeroed\n/ perturbation L2")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.suptitle(f"the attack each classifier trained against (monitor images, training's log); "
+    fig.suptitle(f"the attack each classifier trained against (monitor images, training's log)\n"
                  f"{report['protocol']['dataset']}", fontsize=9)
     return _save(fig, path)
 
@@ -107,7 +109,9 @@ def _title(report: dict, what: str) -> str:
     subsets = list(protocol.get("recorded_benign_subsets") or {})
     recorded = (subsets[0] if len(subsets) == 1 else "DIFFERENT subsets per run, not comparable" if subsets
                 else "its own test subset")
-    return (f"{what}\n{protocol['dataset']}; benign accuracy as training recorded it on {recorded}; "
+    # One line each: the dataset, and where each axis is measured (a long folder path must not
+    # push the rest off the figure).
+    return (f"{what}\n{protocol['dataset']}\nbenign accuracy as training recorded it on {recorded}; "
             f"rho_cw on {protocol.get('curve_test_images', protocol['test_images'])} of the report's "
             f"{protocol['test_images']} test images")
 
