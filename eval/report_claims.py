@@ -164,6 +164,7 @@ def _cost_claim(agg: dict) -> dict | None:
 def markdown(report: dict) -> str:
     report = _ordered(report)
     p = report["protocol"]
+    cost = evaluation_cost(report)
     agg = aggregate_table(report["table"])
     # The columns some run has (AutoAttack and black-box ones only where the report ran them).
     columns = [c for c in TABLE_COLUMNS if any(not math.isnan(row[c[0]][0]) for row in agg.values())]
@@ -207,7 +208,7 @@ def markdown(report: dict) -> str:
         *([f"- Black-box: every attack also crafted on the independent run `{Path(p['source_run']).name}` and "
            f"transferred."] if p.get("source_run") else []),
         f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
-        f"{p['training_hours']:.2f} h in all, {_evaluation_hours(evaluation_cost(report))}; this report "
+        f"{p['training_hours']:.2f} h in all, {_evaluation_hours(cost)}; this report "
         f"{p.get('report_seconds', 0) / 60:.1f} min, reusing the attacks cached before it.",
         "- Software: " + ", ".join(f"{k} {v}" for k, v in sorted(p["versions"].items(), key=_package_rank) if v)
         + f"; runs trained at commit {', '.join(p['training_commits'])}, this report made at commit "
@@ -273,7 +274,7 @@ def markdown(report: dict) -> str:
                          f"{_pm((c['rho_mean'], c['rho_std']))} | {_num(q.get('attack_l2_mean'))} | "
                          f"{_num(q.get('attack_acc_mean'))} |")
     lines += (_standard_autoattack_markdown(report) + _paired_markdown(report) + _training_attack_markdown(report)
-              + _cost_markdown(report) + _evaluation_cost_markdown(report))
+              + _cost_markdown(report) + _evaluation_cost_markdown(cost))
     lines += ["", "## The paper's claims against these numbers", "",
               "Rule: a difference is *supported* when it has the paper's sign and exceeds two standard errors "
               "over seeds, *contradicted* when it exceeds them the other way, *inconclusive* otherwise. With one "
@@ -405,8 +406,8 @@ def _evaluation_hours(cost: dict) -> str:
             f"attack as long as it took when first computed)")
 
 
-def _evaluation_cost_markdown(report: dict) -> list[str]:
-    cost = evaluation_cost(report)
+def _evaluation_cost_markdown(cost: dict) -> list[str]:
+    """The evaluation-cost section from report_tables.evaluation_cost's result."""
     columns = [(h, keys) for h, keys in COST_COLUMNS
                if any(g.get(k) for g in cost["groups"].values() for k in keys)]
     if not columns:

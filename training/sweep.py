@@ -123,22 +123,21 @@ def _like(root: Path, planned: PlannedRun, settings: dict, swept: str | None) ->
     """A run under ``root`` that trains as ``planned`` would, and its seconds an epoch: the planned
     run itself when it has a log, else one that differs only in the seed (best) or also in the swept
     value (``swept``: its setting's key). None when no such run has logged a step rate yet."""
-    def rate(run_dir: Path, config: dict):
-        recorded = rundir.recorded_settings(config["settings"])
-        return rundir.seconds_per_epoch(run_dir, int(recorded["train.batch_size"]),
-                                        config.get("dataset", {}).get("train_size"))
+    others = sorted(p for p in root.iterdir() if p != planned.run_dir) if root.is_dir() else []
+    candidates = []  # (run_dir, its config, its settings as today's code names them), each read once
+    for run_dir in [planned.run_dir] + others:
+        try:
+            config = json.loads((run_dir / rundir.CONFIG_FILE).read_text())
+            candidates.append((run_dir, config, rundir.recorded_settings(config["settings"])))
+        except (OSError, ValueError, KeyError):
+            continue
     ignored = {"train.seed", "train.epochs"}
     for differing in (set(), {swept} if swept else set()):
-        others = sorted(p for p in root.iterdir() if p != planned.run_dir) if root.is_dir() else []
-        for run_dir in [planned.run_dir] + others:
-            try:
-                config = json.loads((run_dir / rundir.CONFIG_FILE).read_text())
-                recorded = rundir.recorded_settings(config["settings"])
-            except (OSError, ValueError, KeyError):
-                continue
+        for run_dir, config, recorded in candidates:
             keys = (set(recorded) | set(settings)) - ignored - differing
             if all(json.dumps(recorded.get(k)) == json.dumps(settings.get(k)) for k in keys):
-                seconds = rate(run_dir, config)
+                seconds = rundir.seconds_per_epoch(run_dir, int(recorded["train.batch_size"]),
+                                                   config.get("dataset", {}).get("train_size"))
                 if seconds:
                     return run_dir, seconds
     return None
