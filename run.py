@@ -85,6 +85,9 @@ flags.DEFINE_float("checkpoint_every_minutes", 10.0, "Checkpoint this often with
 flags.DEFINE_integer("monitor_size", 512, "Test examples attacked with the training attack each epoch.")
 flags.DEFINE_integer("max_checkpoints", 3, "Checkpoints kept in <run_dir>/checkpoints.")
 flags.DEFINE_integer("stop_after_steps", 0, "Save and stop once this many steps are done (0: never).")
+flags.DEFINE_float("stop_at_benign", 0.0, "Finish early after the first epoch whose benign test accuracy reaches this "
+                   "(0: never): a Table 2 run matched at that accuracy needs no more (the report draws no curve "
+                   "point for it).")
 flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "adam (Table 1) or sgd (momentum 0.9, as L2L's public "
                   "code, without its schedule); --lr sets the learning rate of either.")
 flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute: default (one device), mirrored (every "
@@ -309,7 +312,7 @@ def _train():
         print(f"nothing to train: {result.run_dir} is already at step {result.step}, past the "
               f"{result.total_steps} steps that --epochs asks for")
         return
-    state = "finished" if result.finished else "stopped"
+    state = "finished early" if result.finished_early else "finished" if result.finished else "stopped"
     print(f"{state} at step {result.step}/{result.total_steps}; run directory {result.run_dir}")
 
 
@@ -325,8 +328,9 @@ def _sweep():
             raise ValueError(f"--seeds takes comma-separated integers, got {','.join(FLAGS.seeds)}") from None
         sweep_spec = Sweep.parse(FLAGS.sweep, _value("defense"))
         if FLAGS.dry_run:
-            data_cfg, train_cfg, defense_cfg, _ = _configs()
-            return dry_run(FLAGS.root, sweep_spec, seeds, data_cfg, train_cfg, defense_cfg)
+            data_cfg, train_cfg, defense_cfg, run_cfg = _configs()
+            return dry_run(FLAGS.root, sweep_spec, seeds, data_cfg, train_cfg, defense_cfg,
+                           stop_at_benign=run_cfg.stop_at_benign)
         return run_sweep(FLAGS.root, sweep_spec, seeds, *_configs(), flags=_used_flags())
 
     status = _training(sweep)

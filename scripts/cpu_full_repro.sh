@@ -11,7 +11,9 @@
 #   first-look seed 0 of every Table 2 point: clean, PGN at PGN_CL, FGM-AT, PGN with
 #              --pgn_grad_scale unit at PGN_CL and at PGN_UNIT_CL, PGD-AT; first-look-report: the
 #              report of what has finished (the final report's settings, without the black-box source)
-#   table      seeds 1 and 2 of every Table 2 point (PGN with --pgn_grad_scale unit at PGN_UNIT_CL)
+#   table      seeds 1 and 2 of every Table 2 point (PGN with --pgn_grad_scale unit at PGN_UNIT_CL),
+#              each trained until its benign accuracy reaches MATCH (--stop_at_benign): Table 2 needs
+#              no later epoch, and a run stopped there is the full run up to it (TABLE_SEEDS: "1 2")
 #   source     the independent clean run (seed 3) on which black-box attacks are crafted
 #   pgn-curve  the rest of PGN's curves (both gradient scales) at c_L 0.1, 0.3, 1, seed 0
 #   curves     FGM-AT and PGD-AT at eps 0.25 and 1.0, seed 0 (PGD-AT's are the costliest, last)
@@ -61,12 +63,13 @@ first_look() {
   sweep --defense pgd --sweep eps=0.5 --seeds 0
 }
 table() {  # seed by seed, so that a stopped stage leaves whole seeds
-  for seed in 1 2; do
-    sweep --defense none --seeds "$seed"
-    sweep --defense fgm --sweep eps=0.5 --seeds "$seed"
-    sweep --defense pgn --sweep c_l="$PGN_CL" --seeds "$seed"
-    sweep --defense pgn --sweep c_l="$PGN_UNIT_CL" "${unit[@]}" --seeds "$seed"
-    sweep --defense pgd --sweep eps=0.5 --seeds "$seed"
+  local early=(--stop_at_benign "$MATCH")
+  for seed in ${TABLE_SEEDS:-1 2}; do
+    sweep --defense none --seeds "$seed" "${early[@]}"
+    sweep --defense fgm --sweep eps=0.5 --seeds "$seed" "${early[@]}"
+    sweep --defense pgn --sweep c_l="$PGN_CL" --seeds "$seed" "${early[@]}"
+    sweep --defense pgn --sweep c_l="$PGN_UNIT_CL" "${unit[@]}" --seeds "$seed" "${early[@]}"
+    sweep --defense pgd --sweep eps=0.5 --seeds "$seed" "${early[@]}"
   done
 }
 source_run() { sweep --defense none --seeds 3; }

@@ -309,3 +309,30 @@ def test_an_l2l_run_made_before_attacker_sizes_existed_reads_as_the_wide_attacke
     settings = rundir.recorded_settings(stored)
     assert settings["defense.l2l_attacker"] == "wide"  # the four-block attacker those runs were built with
     assert "defense.c_l" not in settings and settings["defense.attacker_lr"] == 0.001
+
+
+@pytest.mark.slow
+def test_stop_at_benign_finishes_early_on_the_full_runs_trajectory(tiny_folder, tmp_path):
+    # A Table 2 run needs epochs only until its benign accuracy reaches the matched one: stopped
+    # there, it is the full run up to that epoch (same seed, no schedule tied to the epoch count).
+    full = _train(tiny_folder, tmp_path / "full", epochs=3, keep_checkpoints="all")
+    accuracies = [r["test_acc"] for r in full.epoch_records]
+    threshold = accuracies[1]
+    expected = next(i for i, a in enumerate(accuracies) if a >= threshold) + 1  # epoch 1 or 2 of 3
+    run = tmp_path / "early"
+    early = _train(tiny_folder, run, epochs=3, stop_at_benign=threshold)
+    assert early.finished and early.finished_early and early.step < early.total_steps
+    assert [r["test_acc"] for r in early.epoch_records] == accuracies[:expected]
+    assert (run / rundir.EPOCHS_DIR / rundir.epoch_weights_name(expected)).exists()  # kept for matching
+    event = rundir.finished_event(run, 3)
+    assert event["early"] and event["epoch"] == expected and event["test_acc"] == threshold
+    assert rundir.is_finished(run, 3, threshold) and not rundir.is_finished(run, 3)
+    if threshold < 1.0:
+        assert not rundir.is_finished(run, 3, threshold + 1e-6)  # a higher bar: not reached
+    again = _train(tiny_folder, run, epochs=3, stop_at_benign=threshold)  # the same command: nothing to do
+    assert again.finished_early and again.step == early.step and not again.epoch_records
+    rest = _train(tiny_folder, run, epochs=3)  # without the flag it trains on to its end
+    assert rest.finished and not rest.finished_early and rest.step == full.step
+    assert rundir.is_finished(run, 3) and not rundir.finished_event(run, 3).get("early")
+    with pytest.raises(ValueError, match="stop_at_benign"):
+        RunConfig(stop_at_benign=1.5).validate()

@@ -150,6 +150,11 @@ class RunConfig:
     monitor_size: int = 512       # test examples attacked each epoch with the training attack
     max_checkpoints: int = 3
     stop_after_steps: int = 0     # stop (with a checkpoint) after this many steps in total; 0 = never
+    # End training after the first epoch whose benign test accuracy reaches this (0: never): the run
+    # is finished early, at the accuracy a report matches at, with the trajectory a full run has up
+    # to there (no learning-rate schedule depends on the epoch count). Its last epoch is not the
+    # protocol's end: a report compares it in Table 2 but draws no curve point for it.
+    stop_at_benign: float = 0.0
     keep_checkpoints: str = "last"  # EMA classifier per epoch: "last", "all" or every N-th epoch ("N")
     strategy: str = "default"     # tf.distribute: "default", "mirrored" or "multi_worker" (training/distribute.py)
     cpu_replicas: int = 2         # mirrored without a GPU: logical CPU devices
@@ -165,6 +170,8 @@ class RunConfig:
                              f"got '{self.keep_checkpoints}'")
         if self.checkpoint_every_minutes < 0 or self.stop_after_steps < 0:
             raise ValueError("--checkpoint_every_minutes and --stop_after_steps must be >= 0")
+        if not 0.0 <= self.stop_at_benign <= 1.0:
+            raise ValueError(f"--stop_at_benign is a benign accuracy in [0, 1] (0: never), got {self.stop_at_benign}")
 
 
 def keeps_epoch(keep_checkpoints: str, epoch: int, epochs: int) -> bool:

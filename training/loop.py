@@ -47,10 +47,11 @@ class TrainResult:
     total_steps: int
     epoch_records: list[dict]
     train_step_traces: int
+    finished_early: bool = False  # --stop_at_benign: stopped once the benign accuracy was reached
 
     @property
     def finished(self) -> bool:
-        return self.step >= self.total_steps
+        return self.step >= self.total_steps or self.finished_early
 
 
 def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: DefenseConfig,
@@ -181,10 +182,25 @@ class _Session:
         log = RunLog(self.run_dir if self.chief else None, resume_at=start_step)
         log.event(start_step, "start", {"resumed": start_step > 0, "total_steps": self.total_steps})
         epoch_records = []
+        early = None
         try:
-            epoch_records = self._epochs(log, say, start_step)
-            if int(self.step.numpy()) >= self.total_steps:
-                log.event(int(self.step.numpy()), "finished", {"epochs": self.train_cfg.epochs})
+            if rundir.is_finished(self.run_dir, self.train_cfg.epochs, self.run_cfg.stop_at_benign):
+                say(f"{self.run_dir} finished early at a benign accuracy that reaches --stop_at_benign "
+                    f"{self.run_cfg.stop_at_benign:g}: nothing to train (without the flag it trains on to its end)")
+                early = True
+            else:
+                epoch_records = self._epochs(log, say, start_step)
+            step = int(self.step.numpy())
+            if step >= self.total_steps:
+                log.event(step, "finished", {"epochs": self.train_cfg.epochs})
+            elif early is None and epoch_records and self._reached_benign(epoch_records[-1]):
+                last = epoch_records[-1]
+                early = True
+                log.event(step, "finished", {"epochs": self.train_cfg.epochs, "early": True, "epoch": last["epoch"],
+                                             "test_acc": last["test_acc"],
+                                             "stop_at_benign": self.run_cfg.stop_at_benign})
+                say(f"finished early after epoch {last['epoch']}: benign accuracy {last['test_acc']:.4f} reaches "
+                    f"--stop_at_benign {self.run_cfg.stop_at_benign:g}")
         except KeyboardInterrupt:
             self._save()
             say(f"\ninterrupted: saved step {int(self.step.numpy())}; run the same command to resume")
@@ -194,7 +210,10 @@ class _Session:
             if not self.chief:
                 shutil.rmtree(self.checkpoint_dir.parent, ignore_errors=True)
         return TrainResult(self.run_dir, int(self.step.numpy()), self.total_steps, epoch_records,
-                           self.train_step.experimental_get_tracing_count())
+                           self.train_step.experimental_get_tracing_count(), finished_early=bool(early))
+
+    def _reached_benign(self, record: dict) -> bool:
+        return bool(self.run_cfg.stop_at_benign) and record["test_acc"] >= self.run_cfg.stop_at_benign
 
     def _epochs(self, log: RunLog, say, start_step: int) -> list[dict]:
         cfg, run_cfg = self.train_cfg, self.run_cfg
@@ -244,9 +263,12 @@ class _Session:
             records.append(record)
             say(_epoch_line(record))
             self._save()
-            if self.chief and keeps_epoch(run_cfg.keep_checkpoints, epoch + 1, cfg.epochs):
+            stopping = self._reached_benign(record) and int(self.step.numpy()) < self.total_steps
+            if self.chief and (stopping or keeps_epoch(run_cfg.keep_checkpoints, epoch + 1, cfg.epochs)):
                 self._keep_epoch(epoch + 1)
             last_save = time.monotonic()
+            if stopping:
+                break
             if int(self.step.numpy()) >= stop_at and int(self.step.numpy()) < self.total_steps:
                 say(f"stopped after step {int(self.step.numpy())} as asked; run the same command to resume")
                 break

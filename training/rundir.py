@@ -233,6 +233,25 @@ def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
     return [r for r in kept if kind is None or r.get("kind") == kind]
 
 
+def finished_event(run_dir: Path, epochs: int) -> dict | None:
+    """The log's record that the run finished ``epochs`` epochs (a run lengthened later has not):
+    the one of a run trained to its end if there is one, else that of a run finished early by
+    --stop_at_benign ({"early": True, "epoch", "test_acc", "stop_at_benign"}); None if neither."""
+    events = [e for e in read_metrics(run_dir, "finished") if e.get("epochs") == epochs]
+    full = [e for e in events if not e.get("early")]
+    return (full or events or [None])[-1]
+
+
+def is_finished(run_dir: Path, epochs: int, stop_at_benign: float = 0.0) -> bool:
+    """Whether the run needs no more training: trained to its end, or (``stop_at_benign`` > 0)
+    finished early at a benign accuracy that reaches ``stop_at_benign``. A run finished early is
+    not finished for a sweep that trains to the end: it resumes."""
+    event = finished_event(run_dir, epochs)
+    if event is None:
+        return False
+    return not event.get("early") or (stop_at_benign > 0 and event["test_acc"] >= stop_at_benign)
+
+
 def seconds_per_epoch(run_dir: Path, batch_size: int, train_size: int | None) -> float | None:
     """An epoch's training steps at the run's median step rate: the epoch's examples over the
     median examples/s of training's logging windows (every --log_every_steps steps; a window starts

@@ -91,16 +91,14 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
-def is_finished(run_dir: Path, epochs: int) -> bool:
-    """Whether the run's log says it finished ``epochs`` epochs (a run lengthened later has not)."""
-    return any(e.get("epochs") == epochs for e in rundir.read_metrics(run_dir, "finished"))
+is_finished = rundir.is_finished
 
 
-def progress(run_dir: Path, epochs: int) -> dict:
+def progress(run_dir: Path, epochs: int, stop_at_benign: float = 0.0) -> dict:
     """How far a run has got: {"state": "finished" | "partial" (it has a checkpoint to resume
     from) | "not started", "epochs_done" (whole epochs logged), "step" (the latest checkpoint's:
     where a resumed run goes on; None without one), "epochs_left" (fractional)}."""
-    if is_finished(run_dir, epochs):
+    if is_finished(run_dir, epochs, stop_at_benign):
         return {"state": "finished", "epochs_done": epochs, "step": None, "epochs_left": 0.0}
     saved = [int(m.group(1)) for p in (run_dir / rundir.CHECKPOINTS_DIR).glob("ckpt-*.index")
              if (m := re.fullmatch(r"ckpt-(\d+)\.index", p.name))]
@@ -144,10 +142,11 @@ def _like(root: Path, planned: PlannedRun, settings: dict, swept: str | None) ->
 
 
 def dry_run(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_cfg: TrainConfig,
-            defense_cfg: DefenseConfig, say=print) -> dict[str, str]:
+            defense_cfg: DefenseConfig, say=print, stop_at_benign: float = 0.0) -> dict[str, str]:
     """What ``run_sweep`` would do, without training: each planned run's state and the training time
     it has left, estimated from the step rate of a run under ``root`` that trains as it would (or
-    "no estimate"); returns {run_dir: "finished" | "partial" | "not started"}."""
+    "no estimate"; with ``stop_at_benign``, the time to the last epoch: an upper bound); returns
+    {run_dir: "finished" | "partial" | "not started"}."""
     _check(root, sweep, seeds, defense_cfg)
     status, left, unknown = {}, 0.0, 0
     planned = plan(Path(root), defense_cfg.defense, sweep, seeds, defense_cfg.variant())
@@ -155,7 +154,7 @@ def dry_run(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_cfg
         train_over, defense_over = _overrides(planned_run, sweep)
         run_train = dataclasses.replace(train_cfg, **train_over)
         run_defense = dataclasses.replace(defense_cfg, **defense_over)
-        done = progress(planned_run.run_dir, run_train.epochs)
+        done = progress(planned_run.run_dir, run_train.epochs, stop_at_benign)
         status[str(planned_run.run_dir)] = done["state"]
         line = f"[{i}/{len(planned)}] {planned_run.run_dir}: {done['state']}"
         if done["state"] == "finished":
@@ -173,8 +172,9 @@ def dry_run(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_cfg
         source, seconds = like
         hours = done["epochs_left"] * seconds / 3600
         left += hours
-        say(f"{line}; about {hours:.2f} h of training left at {seconds:.1f} s an epoch"
-            + ("" if source == planned_run.run_dir else f" (as {source.name})"))
+        say(f"{line}; {'at most' if stop_at_benign else 'about'} {hours:.2f} h of training left at {seconds:.1f} s "
+            f"an epoch" + ("" if source == planned_run.run_dir else f" (as {source.name})")
+            + (f", less if it reaches benign accuracy {stop_at_benign:g} before its last epoch" if stop_at_benign else ""))
     say(f"dry run: {sum(s != 'finished' for s in status.values())} of {len(status)} run(s) to train, about "
         f"{left:.2f} h" + (f" and {unknown} without an estimate" if unknown else "") + " (epochs at their step rate, "
         f"without the per-epoch evaluation)")
@@ -215,7 +215,7 @@ def run_sweep(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_c
         run_defense = dataclasses.replace(defense_cfg, **defense_over)
         run_run = dataclasses.replace(run_cfg, run_dir=str(planned_run.run_dir))
         header = f"[{i}/{len(planned)}] {planned_run.run_dir}"
-        if is_finished(planned_run.run_dir, run_train.epochs):
+        if is_finished(planned_run.run_dir, run_train.epochs, run_cfg.stop_at_benign):
             say(f"{header}: finished, skipped")
             status[str(planned_run.run_dir)] = "skipped"
             continue
