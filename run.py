@@ -120,6 +120,8 @@ flags.DEFINE_float("match_tolerance", 0.01, "report: a matched checkpoint furthe
 _EVAL = EvalConfig(run_dirs=())
 flags.DEFINE_list("attacks", list(DEFAULT_ATTACKS), f"eval: attacks to run, from {','.join(ATTACKS)}.")
 flags.DEFINE_string("source_run", None, "eval: run on which black-box attacks are crafted.")
+flags.DEFINE_multi_string("prior_report", None, "report: an earlier report's report.json (same evaluation protocol) "
+                          "whose numbers stand in for runs under --root that hold their training log but no weights.")
 flags.DEFINE_string("eval_dir", None, "eval: where results go (default <first run>/eval).")
 flags.DEFINE_float("fgm_eps", _EVAL.fgm_eps, "eval: FGM L2 eps.")
 flags.DEFINE_float("mim_eps", _EVAL.mim_eps, "eval: MIM L2 eps.")
@@ -367,7 +369,8 @@ def _report():
     from eval.report import build_report
     try:
         build_report(FLAGS.root, _eval_config(), FLAGS.match_benign, FLAGS.match_tolerance, FLAGS.curve_test_limit,
-                     figure2_epochs=FLAGS.figure2_epochs, autoattack_complete=FLAGS.autoattack_complete)
+                     figure2_epochs=FLAGS.figure2_epochs, autoattack_complete=FLAGS.autoattack_complete,
+                     prior_reports=FLAGS.prior_report or ())
     except ValueError as err:
         _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
 

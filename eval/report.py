@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import data
-from eval import autoattack_eval, report_claims, report_curves
+from eval import autoattack_eval, report_claims, report_curves, report_prior
 from eval.config import DEFAULT_ATTACKS, EvalConfig
 from eval.evaluate import evaluate_target
 from eval.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
@@ -40,12 +40,12 @@ from eval.report_tables import DEFENSE_TITLES, evaluation_cost, group_title
 from eval.suite import LoadedRun, outcome
 from training.rundir import (CONFIG_FILE, RunDirError, default_settings, git_state, move_aside, package_versions,
                              read_config, write_json_atomic)
-from training.sweep import is_finished
+from training.rundir import finished_event
 
 REPORT_DIR = "report"
 # What a report was asked for and made from; a report that differs in any of these is kept aside.
 REPORT_INPUTS = ("sweeps", "test_images", "match_benign", "target", "tolerance", "attack_settings",
-                 "curve_test_images", "source_run", "figure2_epochs", "autoattack_complete")
+                 "curve_test_images", "source_run", "figure2_epochs", "autoattack_complete", "prior_reports")
 TABLE_ATTACKS = DEFAULT_ATTACKS  # the paper's Table 2 columns
 # What else a report runs on the table runs when --attacks names it: the field's standard evaluation.
 EXTRA_ATTACKS = ("autoattack",)
@@ -60,6 +60,8 @@ class StudyRun:
     accuracies: dict           # epoch -> benign accuracy recorded in training
     kept: list
     group: str = ""            # the defense and its variant: "pgn", "pgn[pgn_grad_scale=unit]" (group())
+    finished_early: bool = False  # --stop_at_benign: Table 2 only, no curve point
+    has_weights: bool = True   # False: its training log alone; an earlier report's numbers stand in (report_prior)
 
     @property
     def defense(self) -> str:
@@ -80,12 +82,15 @@ class StudyRun:
 
 
 def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", tolerance: float = 0.01,
-                 curve_test_limit: int = 0, say=print, figure2_epochs: int = 6, autoattack_complete: int = 0) -> dict:
+                 curve_test_limit: int = 0, say=print, figure2_epochs: int = 6, autoattack_complete: int = 0,
+                 prior_reports=()) -> dict:
     """``curve_test_limit``: CW-L2 for the curves on a fixed random subset of this many of the test
     images (0: all of them); the curves' benign accuracy is the one training recorded on all.
     ``figure2_epochs``: Figure 2's FGM-AT run over at most this many of its kept epochs.
     ``autoattack_complete``: on a fixed random subset of this many test images of every table run,
-    the standard AutoAttack's remaining attacks after the custom one's (autoattack_eval.standard_completion)."""
+    the standard AutoAttack's remaining attacks after the custom one's (autoattack_eval.standard_completion).
+    ``prior_reports``: earlier reports' report.json, whose numbers stand in for the runs under
+    ``root`` that hold their training log but no weights (eval.report_prior)."""
     if not root:
         raise ValueError("--mode report needs --root DIR, the directory of a sweep's runs")
     target_spec = parse_target(match_benign)
@@ -108,6 +113,10 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
             raise RunDirError(f"--root {root} holds no finished run besides --source_run {cfg.source_run}")
     groups = group(runs)
     table_runs = {d: table_point(rs) for d, rs in groups.items()}
+    early = [r.run.name for r in runs if r.finished_early]
+    if early and not isinstance(target_spec, float):
+        raise RunDirError(f"--match_benign {match_benign} compares final accuracies, but {', '.join(early[:3])} "
+                          f"finished early (--stop_at_benign): give the benign accuracy to match as a number")
     target = resolve_target(target_spec, table_runs)
     subsets = recorded_subsets(runs)
     if len(subsets) > 1:
@@ -139,6 +148,13 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
                           f"{runs[0].run.config['dataset']['name']}: black-box attacks need one test set")
     crafted: dict = {}  # the black-box source's adversarials, crafted once for every table run
     completion_picks = subset(len(y_test), autoattack_complete) if autoattack_complete else None
+    if curve_test_limit < 0:
+        raise ValueError(f"--curve_test_limit must be >= 0, got {curve_test_limit}")
+    picks = subset(len(y_test), curve_test_limit)
+    protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
+    protocol["curve_test_images"] = int(len(picks))
+    protocol["autoattack_complete"] = 0 if completion_picks is None else int(len(completion_picks))
+    priors = report_prior.load_priors(prior_reports, protocol)
 
     # 1. Table 2 at matched benign accuracy.
     table = {}
@@ -149,6 +165,9 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
             match = closest_epoch(member.accuracies, member.kept or [max(member.accuracies)], target, tolerance)
             epoch = match.epoch if member.kept else None
             say(f"table: {member.run.name} at epoch {match.epoch} (recorded benign accuracy {match.accuracy:.3f})")
+            if not member.has_weights:
+                rows.append({**report_prior.table_row(priors, member.run.run_dir, epoch), "match": _match_dict(match)})
+                continue
             evaluated = loaded(load_run(member.run.run_dir, epoch))
             result = evaluate_target(evaluated, cfg, attacker, crafted)
             if completion_picks is not None:
@@ -160,25 +179,26 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
 
     # 2. Curves: CW on every run's final weights; FGM-AT's epochs for Figure 2.
     cw_cfg = dataclasses.replace(cfg, attacks=("cw",))
-    if curve_test_limit < 0:
-        raise ValueError(f"--curve_test_limit must be >= 0, got {curve_test_limit}")
-    picks = subset(len(y_test), curve_test_limit)
 
     def curve_cw(run: TrainedRun) -> dict:
         return summarize(outcome("cw", LoadedRun(run, x_test[picks], y_test[picks], dataset.name, cfg.test_limit),
                                  cw_cfg))
 
     points = []
-    for member in (m for members in groups.values() for m in members):
+    for member in (m for members in groups.values() for m in members if not m.finished_early):
+        cw = curve_cw(member.run) if member.has_weights else report_prior.curve_point(priors, member.run.run_dir)["cw"]
         points.append({"defense": member.defense, "group": member.group, "swept": member.swept, "value": member.value,
                        "seed": member.seed, "run": member.run.name,
-                       "benign_accuracy": member.accuracies[max(member.accuracies)], "cw": curve_cw(member.run),
+                       "benign_accuracy": member.accuracies[max(member.accuracies)], "cw": cw,
                        "training_attack": _training_attack(member.run.run_dir)})
     over_epochs = []
-    fgm_runs = table_runs.get("fgm")
+    fgm_runs = [r for r in table_runs.get("fgm", []) if not r.finished_early]
     if fgm_runs:
         first = min(fgm_runs, key=lambda r: r.seed)
-        for epoch in spaced(first.kept, figure2_epochs):
+        epochs = spaced(first.kept, figure2_epochs)
+        if not first.has_weights:
+            over_epochs = report_prior.over_epochs(priors, first.run.run_dir, epochs)
+        for epoch in epochs if first.has_weights else ():
             over_epochs.append({"epoch": epoch, "benign_accuracy": first.accuracies[epoch],
                                 "cw": curve_cw(load_run(first.run.run_dir, epoch))})
 
@@ -187,10 +207,11 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     costs = {key: _cost(members) for key, members in groups.items()}
 
     out_dir = Path(root) / REPORT_DIR
-    protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
-    protocol["curve_test_images"] = int(len(picks))
-    protocol["autoattack_complete"] = 0 if completion_picks is None else int(len(completion_picks))
     protocol["figure2_epochs"] = [p["epoch"] for p in over_epochs]
+    if priors:  # only where used: a report made without them rebuilds as it was
+        protocol["prior_reports"] = [p.record() for p in priors]
+    if early:
+        protocol["finished_early"] = early
     protocol["recorded_benign_subsets"] = subsets
     moved_to = _set_aside_if_different(out_dir, protocol)
     if moved_to:
@@ -234,10 +255,16 @@ def discover(root: Path) -> tuple[list[StudyRun], list[Path]]:
     finished, unfinished = [], []
     for run_dir in sorted(p for p in root.iterdir() if (p / CONFIG_FILE).exists()):
         config = read_config(run_dir / CONFIG_FILE, "move it out of --root, or train it again with --overwrite")
-        if not is_finished(run_dir, config["settings"]["train.epochs"]):
+        event = finished_event(run_dir, config["settings"]["train.epochs"])
+        if event is None:
             unfinished.append(run_dir)
             continue
-        finished.append(StudyRun(load_run(run_dir), None, epoch_accuracies(run_dir), kept_epochs(run_dir)))
+        weights = report_prior.has_weights(run_dir)
+        run = load_run(run_dir) if weights else TrainedRun(run_dir, config)
+        accuracies = epoch_accuracies(run_dir)
+        kept = kept_epochs(run_dir) if weights else report_prior.kept_epochs_when_trained(config, accuracies, event)
+        finished.append(StudyRun(run, None, accuracies, kept, finished_early=bool(event.get("early")),
+                                 has_weights=weights))
     if not finished:
         raise RunDirError(f"--root {root} holds no finished run: train with --mode sweep --root {root} first")
     datasets = {r.run.config["dataset"]["name"] for r in finished}

@@ -207,6 +207,7 @@ def markdown(report: dict) -> str:
           if p.get("autoattack_complete") else []),
         *([f"- Black-box: every attack also crafted on the independent run `{Path(p['source_run']).name}` and "
            f"transferred."] if p.get("source_run") else []),
+        *_provenance_lines(report),
         f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
         f"{p['training_hours']:.2f} h in all, {_evaluation_hours(cost)}; this report "
         f"{p.get('report_seconds', 0) / 60:.1f} min, reusing the attacks cached before it.",
@@ -396,6 +397,25 @@ def _cost_markdown(report: dict) -> list[str]:
         sec = cost["seconds_per_epoch"]
         lines.append(f"| {_title(group)} | {cost['runs']} | {_num(sec, 1)} | "
                      f"{_num(sec / clean if sec and clean else None, 2)} | {cost['training_hours']:.2f} |")
+    return lines
+
+
+def _provenance_lines(report: dict) -> list[str]:
+    """Where some of the table's numbers come from: earlier reports (runs whose weights are gone),
+    runs finished early at the matched accuracy, runs evaluated without the black-box source."""
+    p, lines = report["protocol"], []
+    for prior in p.get("prior_reports") or []:
+        lines.append(f"- From an earlier report: {', '.join(f'`{r}`' for r in prior['runs'])} evaluated by "
+                     f"`{prior['path']}` (made at commit {prior['commit']}) with this protocol: their weights are "
+                     f"gone, their training logs matched them to the same epochs here.")
+    if p.get("finished_early"):
+        lines.append(f"- Finished early (`--stop_at_benign`): {', '.join(f'`{r}`' for r in p['finished_early'])}, "
+                     f"trained until their benign accuracy reached the target: in Table 2, not in Figures 5 and 2.")
+    rows = [r for entry in report["table"].values() for r in entry["rows"]]
+    without = [r["run"] for r in rows if not any("black" in a for a in r["attacks"].values())]
+    if p.get("source_run") and without:
+        lines.append(f"- Black-box columns are over the runs that have them: {', '.join(f'`{r}`' for r in without)} "
+                     f"were evaluated without the source.")
     return lines
 
 

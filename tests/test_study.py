@@ -1,6 +1,7 @@
 """Sweeps, benign-accuracy matching and the report (--mode sweep / --mode report) on tiny runs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -407,3 +408,56 @@ def test_the_evaluation_cost_counts_each_attack_once_as_recorded():
     assert cost["curve_seconds"] == 10.0 and cost["curve_evaluations"] == 2
     assert cost["hours"] == pytest.approx((210.0 + 16.0 + 10.0) / 3600, abs=1e-3)
     assert cost["unrecorded"] == 3  # each row's CW
+
+
+@pytest.mark.slow
+def test_a_report_grows_from_an_earlier_one_whose_runs_lost_their_weights(tiny_folder, tmp_path):
+    """A study outliving its machine: report A evaluates seed 0; its runs' weights are lost and only
+    their training logs kept; seed 1 trains elsewhere, finished early at the matched accuracy; report
+    B takes seed 0's numbers from A (after matching the logs to A's epochs) and evaluates seed 1."""
+    import shutil
+
+    data_cfg, train_cfg, fgm, run_cfg = _configs(tiny_folder, tmp_path)
+    clean = DefenseConfig(defense="none")
+    first, second = tmp_path / "session1", tmp_path / "session2"
+    for defense, sweep in ((clean, ""), (fgm, "eps=0.5")):  # flags: as run.py records them
+        run_sweep(str(first), Sweep.parse(sweep), (0,), data_cfg, train_cfg, defense, run_cfg,
+                  flags={"keep_checkpoints": "all"}, **QUIET)
+    cfg = EvalConfig(run_dirs=(), attacks=("fgm", "mim", "cw"), **FAST)
+    a = report_mode.build_report(str(first), cfg, "0.5", 1.0, figure2_epochs=2, **QUIET)
+    prior = first / report_mode.REPORT_DIR / "report.json"
+    for run in first.iterdir():  # what a commit keeps of a run: its config and log
+        if (run / rundir.CONFIG_FILE).exists():
+            (second / run.name).mkdir(parents=True)
+            for name in (rundir.CONFIG_FILE, rundir.METRICS_FILE):
+                shutil.copyfile(run / name, second / run.name / name)
+    early = dataclasses.replace(run_cfg, stop_at_benign=1e-6)  # every run stops after its first epoch
+    for defense, sweep in ((clean, ""), (fgm, "eps=0.5")):
+        status = run_sweep(str(second), Sweep.parse(sweep), (1,), data_cfg, train_cfg, defense, early, **QUIET)
+        assert list(status.values()) == ["trained"]
+
+    with pytest.raises(rundir.RunDirError, match="no weights"):
+        report_mode.build_report(str(second), cfg, "0.5", 1.0, figure2_epochs=2, **QUIET)
+    with pytest.raises(rundir.RunDirError, match="finished early"):
+        report_mode.build_report(str(second), cfg, "lowest", 1.0, prior_reports=[prior], **QUIET)
+    with pytest.raises(rundir.RunDirError, match="another attack_settings"):
+        report_mode.build_report(str(second), dataclasses.replace(cfg, cw_iters=11), "0.5", 1.0,
+                                 figure2_epochs=2, prior_reports=[prior], **QUIET)
+    b = report_mode.build_report(str(second), cfg, "0.5", 1.0, figure2_epochs=2, prior_reports=[prior], **QUIET)
+    for defense in ("none", "fgm"):
+        rows = {r["seed"]: r for r in b["table"][defense]["rows"]}
+        (old,) = a["table"][defense]["rows"]
+        assert sorted(rows) == [0, 1] and rows[1]["match"]["epoch"] == 1  # seed 1 stopped after epoch 1
+        assert rows[0]["attacks"] == old["attacks"] and rows[0]["match"] == old["match"]
+        assert rows[0]["evaluated_by"] == str(prior) and "evaluated_by" not in rows[1]
+        assert rows[1]["attacks"]["cw"]["white"]["n"] == old["attacks"]["cw"]["white"]["n"]
+    assert sorted(p["run"] for p in b["curve_points"]) == sorted(p["run"] for p in a["curve_points"])  # seed 0 only
+    assert [p["cw"] for p in b["curve_points"]] == [p["cw"] for p in a["curve_points"]]
+    assert b["fgm_over_epochs"] == a["fgm_over_epochs"]
+    assert b["protocol"]["prior_reports"] == [{"path": str(prior), "commit": a["protocol"]["report_git"]["commit"][:10],
+                                               "runs": ["fgm-eps0.5-seed0", "none-seed0"]}]
+    assert b["protocol"]["finished_early"] == ["fgm-eps0.5-seed1", "none-seed1"]
+    markdown = (second / report_mode.REPORT_DIR / "report.md").read_text()
+    assert "From an earlier report: `fgm-eps0.5-seed0`, `none-seed0` evaluated by" in markdown
+    assert "Finished early (`--stop_at_benign`): `fgm-eps0.5-seed1`, `none-seed1`" in markdown
+    assert "| clean | 2 |" in markdown
