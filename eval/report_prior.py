@@ -84,7 +84,7 @@ def table_row(priors: list[Prior], run_dir: Path, epoch: int | None) -> dict:
                                       f"this report's matching picks epoch {epoch}, and the run's weights are gone: "
                                       f"make the report with that report's --match_benign and --match_tolerance")
                 prior.used.add(name)
-                return {**row, "evaluated_by": str(prior.path)}
+                return {**row, "evaluated_by": row.get("evaluated_by") or str(prior.path)}  # the first report's
     raise _missing(run_dir, priors, "Table 2")
 
 

@@ -20,7 +20,10 @@
 #   baselines  FGSM-RS and TRADES at L2 eps 0.5: seed 0 of both, then seeds 1 and 2 (TRADES costs
 #              about 12x a clean step in bfloat16, so its three seeds alone are about 7 hours)
 #   report     matching, evaluation of every table run on 1,000 test images (the paper's attacks,
-#              black-box from the source, AutoAttack), Figure 5, the claims
+#              black-box from the source, AutoAttack), Figure 5, the claims. Runs evaluated by an
+#              earlier report (PRIOR, default the committed report.json) whose weights are gone come
+#              back as their committed training logs (LOGS) and keep that report's numbers
+#              (--prior_report): each session trains and evaluates what it can and commits the report
 #   status     trains nothing: every training stage's runs, finished or how far they got, and the
 #              hours each has left (run.py --mode sweep --dry_run, from the runs' step rates)
 # PGN_CL and PGN_UNIT_CL are PGN's Table 2 points, chosen from the first look (defaults 0.3 and 1):
@@ -40,6 +43,9 @@ PGN_UNIT_CL=${PGN_UNIT_CL:-1}
 # 0.3 lowest), and every run is matched to within --match_tolerance 0.01 or marked unmatched.
 MATCH=${MATCH:-0.72}
 cd "$(dirname "$0")/.."
+RESULTS=docs/results/cifar10-cpu-full
+LOGS=${LOGS:-$RESULTS/training-logs}
+PRIOR=${PRIOR:-$([ -f $RESULTS/report.json ] && echo $RESULTS/report.json || echo $RESULTS/seed0/report.json)}
 DRY=()  # the status stage: --dry_run
 sweep() {
   python run.py --mode sweep --preset cpu_full --dataset "$DATASET" --root "$ROOT" "${DRY[@]}" "$@"
@@ -53,7 +59,7 @@ unit=(--pgn_grad_scale unit)
 # adversarially trained run on 100 images at width 0.5 (an estimate from that run and the step-cost ratio).
 report=(--match_benign "$MATCH" --test_limit 1000 --curve_test_limit 500 --attacks fgm,mim,deepfool,cw,autoattack
         --autoattack_version custom --autoattack_attacks apgd-ce,apgd-t --autoattack_curve 2
-        --autoattack_complete 100)
+        --autoattack_complete 100 --figure2_epochs 3)
 first_look() {
   sweep --defense none --seeds 0
   sweep --defense pgn --sweep c_l="$PGN_CL" --seeds 0
@@ -87,6 +93,22 @@ baselines() {
     sweep --defense trades --sweep eps=0.5 --seeds "$seeds"
   done
 }
+restore_logs() {  # the runs PRIOR's reports evaluated and ROOT lacks: their committed training logs
+  python - "$ROOT" "$LOGS" $PRIOR <<'PY'
+import json, shutil, sys
+from pathlib import Path
+root, logs = Path(sys.argv[1]), Path(sys.argv[2])
+for prior in sys.argv[3:]:
+    report = json.loads(Path(prior).read_text())
+    runs = {r["run"] for e in report["table"].values() for r in e["rows"]} | {p["run"] for p in report["curve_points"]}
+    for run in sorted(runs):
+        if not (root / run).exists():
+            shutil.copytree(logs / run, root / run)
+            print(f"{root / run}: the training log of a run {prior} evaluated (its weights are gone)")
+PY
+}
+prior=()
+for p in $PRIOR; do prior+=(--prior_report "$p"); done
 case "$STAGE" in
   calibrate) sweep --defense none --seeds 0 ;;
   first-look) first_look ;;
@@ -100,8 +122,10 @@ case "$STAGE" in
     for stage in first_look table source_run pgn_curve curves baselines; do echo "== $stage"; "$stage"; done ;;
   first-look-report)  # whatever has finished, as the final report but without the black-box source:
     # its attacks are cached per run and matched epoch, so the final report computes only what is new
-    python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" --figure2_epochs 3 ;;
+    python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" ;;
   report)
-    python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" --source_run "$ROOT/none-seed3" ;;
+    restore_logs || exit 2
+    python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" --source_run "$ROOT/none-seed3" \
+      "${prior[@]}" ;;
   *) echo "unknown stage '$STAGE': $STAGES" >&2; exit 2 ;;
 esac
