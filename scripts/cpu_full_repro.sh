@@ -23,7 +23,8 @@
 #              black-box from the source, AutoAttack), Figure 5, the claims. Runs evaluated by an
 #              earlier report (PRIOR, default the committed report.json) whose weights are gone come
 #              back as their committed training logs (LOGS) and keep that report's numbers
-#              (--prior_report): each session trains and evaluates what it can and commits the report
+#              (--prior_report): each session trains and evaluates what it can and commits the report.
+#              Every stage restores those logs into ROOT first, so that no sweep trains such a run again
 #   status     trains nothing: every training stage's runs, finished or how far they got, and the
 #              hours each has left (run.py --mode sweep --dry_run, from the runs' step rates)
 # PGN_CL and PGN_UNIT_CL are PGN's Table 2 points, chosen from the first look (defaults 0.3 and 1):
@@ -109,6 +110,11 @@ PY
 }
 prior=()
 for p in $PRIOR; do prior+=(--prior_report "$p"); done
+case "$STAGE" in calibrate|first-look|first-look-report|table|source|pgn-curve|curves|baselines|report|status) ;;
+  *) echo "unknown stage '$STAGE': $STAGES" >&2; exit 2 ;;
+esac
+# Every stage first: a run PRIOR evaluated is finished (its sweep skips it), whatever machine this is.
+mkdir -p "$ROOT" && restore_logs || exit 2
 case "$STAGE" in
   calibrate) sweep --defense none --seeds 0 ;;
   first-look) first_look ;;
@@ -122,10 +128,8 @@ case "$STAGE" in
     for stage in first_look table source_run pgn_curve curves baselines; do echo "== $stage"; "$stage"; done ;;
   first-look-report)  # whatever has finished, as the final report but without the black-box source:
     # its attacks are cached per run and matched epoch, so the final report computes only what is new
-    python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" ;;
+    python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" "${prior[@]}" ;;
   report)
-    restore_logs || exit 2
     python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" --source_run "$ROOT/none-seed3" \
       "${prior[@]}" ;;
-  *) echo "unknown stage '$STAGE': $STAGES" >&2; exit 2 ;;
 esac

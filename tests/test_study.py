@@ -95,6 +95,11 @@ def test_a_sweep_trains_only_what_is_missing(tiny_folder, tmp_path):
     epoch = rundir.seconds_per_epoch(finished, 16, _train_size(finished))
     assert progress(half, 2)["epochs_left"] == pytest.approx(2 - 3 / (_train_size(finished) // 16))
     assert f"about {progress(half, 2)['epochs_left'] * epoch / 3600:.2f} h" in lines[str(half)]
+    # With --stop_at_benign: to the epoch where the run it is estimated from reached that accuracy.
+    said = []
+    dry_run(str(root), Sweep.parse("eps=0.25"), (1,), *cfgs[:3], say=said.append,
+            stop_at_benign=epoch_accuracies(finished)[1])
+    assert f"about {epoch / 3600:.2f} h" in said[0] and "to epoch 1, where fgm-eps0.25-seed0 reached" in said[0]
 
     status = run_sweep(str(root), Sweep.parse("eps=0.25,0.5"), (0,), *_configs(tiny_folder, tmp_path), **QUIET)
     assert status == {str(finished): "skipped", str(half): "resumed"}

@@ -170,15 +170,25 @@ def dry_run(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_cfg
             say(f"{line}; no estimate (no run under the root trains like it yet)")
             continue
         source, seconds = like
-        hours = done["epochs_left"] * seconds / 3600
+        epochs_left, until = done["epochs_left"], ""
+        reached = _first_epoch_reaching(source, stop_at_benign) if stop_at_benign else None
+        if reached is not None:  # it stops about where the run it is estimated from reached the accuracy
+            epochs_left = max(reached - (run_train.epochs - done["epochs_left"]), 0.0)
+            until = f", to epoch {reached}, where {source.name} reached benign accuracy {stop_at_benign:g}"
+        hours = epochs_left * seconds / 3600
         left += hours
-        say(f"{line}; {'at most' if stop_at_benign else 'about'} {hours:.2f} h of training left at {seconds:.1f} s "
-            f"an epoch" + ("" if source == planned_run.run_dir else f" (as {source.name})")
-            + (f", less if it reaches benign accuracy {stop_at_benign:g} before its last epoch" if stop_at_benign else ""))
+        say(f"{line}; about {hours:.2f} h of training left at {seconds:.1f} s an epoch"
+            + ("" if source == planned_run.run_dir else f" (as {source.name})") + until)
     say(f"dry run: {sum(s != 'finished' for s in status.values())} of {len(status)} run(s) to train, about "
         f"{left:.2f} h" + (f" and {unknown} without an estimate" if unknown else "") + " (epochs at their step rate, "
         f"without the per-epoch evaluation)")
     return status
+
+
+def _first_epoch_reaching(run_dir: Path, accuracy: float) -> int | None:
+    """The first epoch whose recorded benign accuracy reaches ``accuracy`` (None: none did)."""
+    return next((r["epoch"] for r in sorted(rundir.read_metrics(run_dir, "epoch_record"), key=lambda r: r["epoch"])
+                 if r["test_acc"] >= accuracy), None)
 
 
 def _check(root: str, sweep: Sweep, seeds: tuple[int, ...], defense_cfg: DefenseConfig) -> None:
