@@ -182,18 +182,21 @@ class _Session:
         log = RunLog(self.run_dir if self.chief else None, resume_at=start_step)
         log.event(start_step, "start", {"resumed": start_step > 0, "total_steps": self.total_steps})
         epoch_records = []
-        early = None
+        event = rundir.finished_event(self.run_dir, self.train_cfg.epochs)
+        # Finished early before, at an accuracy that reaches this --stop_at_benign: nothing to train.
+        already = bool(event and event.get("early")) and rundir.is_finished(
+            self.run_dir, self.train_cfg.epochs, self.run_cfg.stop_at_benign)
+        early = already
         try:
-            if rundir.is_finished(self.run_dir, self.train_cfg.epochs, self.run_cfg.stop_at_benign):
+            if already:
                 say(f"{self.run_dir} finished early at a benign accuracy that reaches --stop_at_benign "
                     f"{self.run_cfg.stop_at_benign:g}: nothing to train (without the flag it trains on to its end)")
-                early = True
             else:
                 epoch_records = self._epochs(log, say, start_step)
             step = int(self.step.numpy())
             if step >= self.total_steps:
                 log.event(step, "finished", {"epochs": self.train_cfg.epochs})
-            elif early is None and epoch_records and self._reached_benign(epoch_records[-1]):
+            elif not already and epoch_records and self._reached_benign(epoch_records[-1]):
                 last = epoch_records[-1]
                 early = True
                 log.event(step, "finished", {"epochs": self.train_cfg.epochs, "early": True, "epoch": last["epoch"],
@@ -210,7 +213,7 @@ class _Session:
             if not self.chief:
                 shutil.rmtree(self.checkpoint_dir.parent, ignore_errors=True)
         return TrainResult(self.run_dir, int(self.step.numpy()), self.total_steps, epoch_records,
-                           self.train_step.experimental_get_tracing_count(), finished_early=bool(early))
+                           self.train_step.experimental_get_tracing_count(), finished_early=early)
 
     def _reached_benign(self, record: dict) -> bool:
         return bool(self.run_cfg.stop_at_benign) and record["test_acc"] >= self.run_cfg.stop_at_benign
