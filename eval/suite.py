@@ -42,12 +42,20 @@ class LoadedRun:
                                for i in range(0, len(images), batch_size)])
 
     def cache_path(self, attack: str, settings: dict, source=None) -> Path:
+        """Where the outcome of ``attack`` on these weights (crafted on ``source``'s, if given) is cached."""
+        box = "black" if source else "white"
+        return self._path(f"{attack}-{box}", attack, settings, source.fingerprint if source else None)
+
+    def crafted_path(self, attack: str, settings: dict) -> Path:
+        """Where the adversarials ``attack`` crafted on these weights are cached (a black-box source's)."""
+        return self._path(f"{attack}-crafted", attack, settings, None)
+
+    def _path(self, prefix: str, attack: str, settings: dict, source_fingerprint) -> Path:
         key = {"attack": attack, "settings": settings, "weights": self.fingerprint,
-               "source": source.fingerprint if source else None, "dataset": self.dataset_name,
+               "source": source_fingerprint, "dataset": self.dataset_name,
                "test_limit": self.test_limit, "n": int(len(self.y))}
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        box = "black" if source else "white"
-        return self.run.run_dir / CACHE_DIR / f"{attack}-{box}-{digest}.npz"
+        return self.run.run_dir / CACHE_DIR / f"{prefix}-{digest}.npz"
 
 
 def craft(attack: str, target: LoadedRun, cfg, progress_label: str) -> np.ndarray:
@@ -117,34 +125,55 @@ def read_cached(path: Path) -> Outcome | None:
 
 
 def write_cached(path: Path, result: Outcome) -> None:
+    _write_npz(path, result.arrays())
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name("tmp-" + path.name)
-    np.savez(tmp, **result.arrays())
+    np.savez(tmp, **arrays)
     tmp.replace(path)
+
+
+def _source_adversarials(attack: str, source: LoadedRun, cfg, crafted: dict | None) -> tuple[np.ndarray, float]:
+    """A black-box source's adversarials and the seconds crafting them took: from this report's
+    memo, else from the source's cache, else crafted (and cached in both)."""
+    memo_key = (attack, source.fingerprint)
+    if crafted is not None and memo_key in crafted:
+        return crafted[memo_key]
+    path = source.crafted_path(attack, cfg.attack_settings(attack))
+    if path.exists():
+        with np.load(path) as cached:
+            found = cached["x_adv"], float(cached["seconds"])
+    else:
+        started = time.perf_counter()
+        x_adv = craft(attack, source, cfg, f"{attack} on {source.run.name} ({len(source.y)} examples)")
+        found = x_adv, time.perf_counter() - started
+        _write_npz(path, {"x_adv": found[0], "seconds": np.float64(found[1])})
+    if crafted is not None:
+        crafted[memo_key] = found
+    return found
 
 
 def outcome(attack: str, target: LoadedRun, cfg, source: LoadedRun | None = None,
             crafted: dict | None = None) -> Outcome:
     """The attack's per-example outcome on ``target``: crafted on ``target`` (white-box) or on
-    ``source`` and transferred (black-box). ``crafted`` memoises adversarials within one eval."""
+    ``source`` and transferred (black-box). ``crafted`` memoises the source's adversarials within one
+    report, and its cache keeps them for the next."""
     settings = cfg.attack_settings(attack)
     path = target.cache_path(attack, settings, source)
     cached = read_cached(path)
     if cached is not None:
         return cached
     attacker = source or target
-    memo_key = (attack, attacker.fingerprint)
-    # Only a black-box source's adversarials serve other targets; a target's own are written to
-    # its cache above, so holding them in memory too (every table run's, in a report) buys nothing.
-    crafted = crafted if source is not None else None
-    if crafted is not None and memo_key in crafted:
-        x_adv, seconds = crafted[memo_key]
+    # Only a black-box source's adversarials serve other targets; a target's own outcome is written
+    # to its cache below, so keeping its adversarials too (every table run's, in a report) buys nothing.
+    if source is not None:
+        x_adv, seconds = _source_adversarials(attack, source, cfg, crafted)
     else:
         started = time.perf_counter()
-        x_adv = craft(attack, attacker, cfg, f"{attack} on {attacker.run.name} ({len(attacker.y)} examples)")
+        x_adv = craft(attack, target, cfg, f"{attack} on {target.run.name} ({len(target.y)} examples)")
         seconds = time.perf_counter() - started
-        if crafted is not None:
-            crafted[memo_key] = (x_adv, seconds)
     result = Outcome(
         labels=target.y, clean_pred=target.predict(target.x, cfg.batch_size),
         adv_pred=target.predict(x_adv, cfg.batch_size),

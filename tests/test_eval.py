@@ -82,6 +82,27 @@ def test_a_second_eval_reuses_cached_attacks(two_runs, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_a_black_box_source_crafts_once_for_every_later_target(two_runs, tmp_path, monkeypatch):
+    """The source's adversarials are cached in its folder: a target evaluated later (here: one
+    whose black-box outcomes are gone) transfers them instead of crafting them on the source again."""
+    cfg = EvalConfig(run_dirs=(str(two_runs["fgm"]),), attacks=("fgm", "deepfool"), source_run=str(two_runs["none"]),
+                     eval_dir=str(tmp_path / "eval"), **FAST)
+    first = evaluate(cfg, say=lambda *_: None)["runs"]["fgm-seed2"]["attacks"]
+    assert {p.name.split("-")[0] for p in (two_runs["none"] / suite.CACHE_DIR).glob("*-crafted-*.npz")} >= \
+        {"deepfool", "fgm"}  # (with those of other tests' settings, where they share the fixture)
+    for path in (two_runs["fgm"] / suite.CACHE_DIR).glob("*-black-*.npz"):
+        path.unlink()
+    crafted = []
+    real_craft = suite.craft
+    monkeypatch.setattr(suite, "craft", lambda *a, **k: crafted.append(a[0]) or real_craft(*a, **k))
+    again = evaluate(cfg, say=lambda *_: None)["runs"]["fgm-seed2"]["attacks"]
+    assert crafted == []
+    for attack in ("fgm", "deepfool"):
+        assert again[attack]["black"] == first[attack]["black"]  # the crafting time too, from the cache
+    monkeypatch.setattr(suite, "craft", real_craft)
+
+
+@pytest.mark.slow
 def test_pgn_as_an_attack_draws_figure3(two_runs, tmp_path):
     cfg = EvalConfig(run_dirs=(str(two_runs["none"]),), attacks=("pgn",), eval_dir=str(tmp_path),
                      pgn_c_l=(0.5, 50.0), pgn_eps=(0.25, 1.0), pgn_epochs=40, **FAST)
