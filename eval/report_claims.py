@@ -69,7 +69,8 @@ def assess(report: dict) -> list[dict]:
         for worse in worse_list:
             if worse not in agg:
                 continue
-            diff, margin = compare(agg[better][key], agg[worse][key], agg[better]["n"], agg[worse]["n"])
+            diff, margin = compare(agg[better][key], agg[worse][key], agg[better]["counts"][key],
+                                   agg[worse]["counts"][key])
             v = verdict(diff, margin)
             verdicts.append(v)
             parts.append(f"{_title(better)} {agg[better][key][0]:.3f} vs {_title(worse)} {agg[worse][key][0]:.3f} "
@@ -102,7 +103,8 @@ def assess(report: dict) -> list[dict]:
                  f"CIFAR-10 CW mean L2: {_title(base_defense(defense))} "
                  f"{PAPER_TABLE3[base_defense(defense)]['cw_mean']}, clean 0.174.", "cw_mean", defense, ("none",))
     if "fgm" in agg and "pgd" in agg:
-        diff, margin = compare(agg["fgm"]["cw_mean"], agg["pgd"]["cw_mean"], agg["fgm"]["n"], agg["pgd"]["n"])
+        diff, margin = compare(agg["fgm"]["cw_mean"], agg["pgd"]["cw_mean"], agg["fgm"]["counts"]["cw_mean"],
+                               agg["pgd"]["counts"]["cw_mean"])
         same = abs(diff) <= max(0.0 if math.isnan(margin) else margin, 0.05 * agg["pgd"]["cw_mean"][0])
         claims.append({"claim": "Under this L2 threat model FGM-AT and PGD-AT end up about equally robust.",
                        "paper": "CIFAR-10 CW mean L2 0.420 vs 0.409 (3% apart).",
@@ -219,18 +221,13 @@ def markdown(report: dict) -> str:
         *mixed,
         "## Table 2 at matched benign accuracy",
         "",
-        "Mean ± std over seeds. L2 means and medians are over every example the attack left misclassified "
+        "Mean ± std over seeds (*k of n*: over the k seeds evaluated so; one value alone: one seed). L2 means and medians are over every example the attack left misclassified "
         "(the paper's rho, eq. 6), except *CW mean L2 (correct)*, over examples classified correctly before "
         "the attack. s/epoch is an epoch's training steps at the run's median step rate (over training's "
         "logging windows), without the per-epoch evaluation and the compiling step.",
         "",
-        "| defense | n | " + " | ".join(h for _, h, _ in columns) + " | epochs | max off target |",
-        "|---|---|" + "---|" * len(columns) + "---|---|",
+        *table2_lines(agg, columns),
     ]
-    for defense, row in agg.items():
-        cells = [_pm(row[key], 1 if key == "seconds_per_epoch" else 3) for key, _, _ in columns]
-        off = f"{row['max_difference']:.3f}" + ("" if row["all_matched"] else " **unmatched**")
-        lines.append(f"| {row['label']} | {row['n']} | " + " | ".join(cells) + f" | {_epochs(row['epochs'])} | {off} |")
     lines += ["", "The paper's CIFAR-10 Table 3, for the shape of the result (full model, 200 epochs, all images):", "",
               "| defense | FGM acc | MIM acc | DeepFool mean L2 | CW mean L2 | benign acc | s/epoch |",
               "|---|---|---|---|---|---|---|"]
@@ -271,8 +268,9 @@ def markdown(report: dict) -> str:
         for q in points:
             c = by_value[_key(q["value"])]
             lines.append(f"| {_title(defense)} | {'-' if q['value'] is None else format(q['value'], 'g')} | {q['n']} | "
-                         f"{_pm((q['benign_mean'], q['benign_std']))} | {_pm((q['rho_mean'], q['rho_std']))} | "
-                         f"{_pm((c['rho_mean'], c['rho_std']))} | {_num(q.get('attack_l2_mean'))} | "
+                         f"{_cell((q['benign_mean'], q['benign_std']), q['n'], q['n'], 3)} | "
+                         f"{_cell((q['rho_mean'], q['rho_std']), q['n'], q['n'], 3)} | "
+                         f"{_cell((c['rho_mean'], c['rho_std']), c['n'], c['n'], 3)} | {_num(q.get('attack_l2_mean'))} | "
                          f"{_num(q.get('attack_acc_mean'))} |")
     lines += (_standard_autoattack_markdown(report) + _paired_markdown(report) + _training_attack_markdown(report)
               + _cost_markdown(report) + _evaluation_cost_markdown(cost))
@@ -470,11 +468,26 @@ def _two_se(margin: float) -> str:
     return "no standard error with one seed" if math.isnan(margin) else f"2 SE {margin:.3f}"
 
 
-def _pm(pair: tuple, digits: int = 3) -> str:
+def table2_lines(agg: dict, columns) -> list[str]:
+    """Table 2 in markdown, from aggregate_table(): a row per defense, the given TABLE_COLUMNS."""
+    lines = ["| defense | n | " + " | ".join(h for _, h, _ in columns) + " | epochs | max off target |",
+             "|---|---|" + "---|" * len(columns) + "---|---|"]
+    for row in agg.values():
+        cells = [_cell(row[key], row["counts"][key], row["n"], 1 if key == "seconds_per_epoch" else 3)
+                 for key, _, _ in columns]
+        off = f"{row['max_difference']:.3f}" + ("" if row["all_matched"] else " **unmatched**")
+        lines.append(f"| {row['label']} | {row['n']} | " + " | ".join(cells) + f" | {_epochs(row['epochs'])} | {off} |")
+    return lines
+
+
+def _cell(pair: tuple, count: int, n: int, digits: int) -> str:
+    """Table 2's cell: mean ± std over the seeds that have the column, how many where not all do;
+    one value is shown alone (it has no spread to show)."""
     mean, std = pair
-    if math.isnan(mean):
+    if not count or math.isnan(mean):
         return "-"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    text = f"{mean:.{digits}f}" if count == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return text + (f" ({count} of {n})" if count < n else "")
 
 
 def _epochs(epochs: list[int]) -> str:

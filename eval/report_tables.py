@@ -71,7 +71,8 @@ def _lookup(row: dict, path: tuple):
 
 
 def aggregate_table(table: dict) -> dict:
-    """{defense: {"n": seeds, "label": ..., column: (mean, std), "matched": ..., "epochs": [...]}}."""
+    """{defense: {"n": seeds, "label": ..., column: (mean, std), "counts": {column: rows with it},
+    "matched": ..., "epochs": [...]}}."""
     out = {}
     for defense, entry in table.items():
         rows = entry["rows"]
@@ -79,8 +80,11 @@ def aggregate_table(table: dict) -> dict:
                "max_difference": max(abs(r["match"]["difference"]) for r in rows),
                "all_matched": all(r["match"]["within_tolerance"] for r in rows),
                "masking_failures": sum(not c["passed"] for r in rows for c in r["masking_checks"])}
+        agg["counts"] = {}  # how many of the rows have the column (black-box: those evaluated with the source)
         for key, _, path in TABLE_COLUMNS:
-            agg[key] = mean_std(_lookup(r, path) for r in rows)
+            values = [_lookup(r, path) for r in rows]
+            agg[key] = mean_std(values)
+            agg["counts"][key] = sum(v is not None for v in values)
         out[defense] = agg
     return out
 

@@ -333,6 +333,28 @@ def test_each_pgn_variant_is_judged_on_the_papers_claims_and_by_autoattack():
                     "and PGD-AT's at the same benign accuracy (Tables 2-3)."] == "inconclusive"
 
 
+def test_table2_says_over_how_many_seeds_a_column_is_and_shows_one_value_without_a_spread():
+    from eval import report_claims as claims
+    from eval.report_tables import aggregate_table
+
+    def row(seed, fgm, black=None):
+        attack = {"white": {"accuracy": fgm}, **({"black": {"accuracy": black}} if black is not None else {})}
+        return {"seed": seed, "benign_accuracy": 0.7, "match": {"epoch": 5, "difference": 0.0, "within_tolerance": True},
+                "masking_checks": [], "attacks": {"fgm": attack, "mim": attack, "cw": {"white": {"mean_l2_all": 0.5}}}}
+    # seed 0 was evaluated without the black-box source, seed 1 with it; PGD-AT has one seed
+    table = {"fgm": {"label": "FGM-AT", "rows": [row(0, 0.40), row(1, 0.44, black=0.69)]},
+             "pgd": {"label": "PGD-AT", "rows": [row(0, 0.42, black=0.70)]}}
+    agg = aggregate_table(table)
+    assert agg["fgm"]["counts"]["fgm_black"] == 1 and agg["fgm"]["counts"]["fgm_acc"] == 2
+    from eval.report_tables import TABLE_COLUMNS
+    lines = {l.split(" | ")[0]: l for l in claims.table2_lines(agg, TABLE_COLUMNS)}
+    assert "| 0.420 ± 0.028 |" in lines["| FGM-AT"] and "| 0.690 (1 of 2) |" in lines["| FGM-AT"]
+    assert "±" not in lines["| PGD-AT"] and "| 0.420 |" in lines["| PGD-AT"]
+    # a claim over a column takes its standard error from the seeds that have it
+    diff, margin = claims.compare(agg["fgm"]["fgm_black"], agg["pgd"]["fgm_black"], 1, 1)
+    assert claims.verdict(diff, margin) == "contradicted (one seed)"
+
+
 def test_figure2_takes_evenly_spaced_kept_epochs_with_the_last():
     assert report_mode.spaced(list(range(1, 21)), 6) == [1, 5, 9, 12, 16, 20]
     assert report_mode.spaced([1, 2, 3], 6) == [1, 2, 3] and report_mode.spaced(list(range(1, 21)), 1) == [20]
