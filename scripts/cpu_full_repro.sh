@@ -10,7 +10,8 @@
 #   calibrate  clean seed 0: how fast benign accuracy rises (picks the epoch count)
 #   first-look seed 0 of every Table 2 point: clean, PGN at PGN_CL, FGM-AT, PGN with
 #              --pgn_grad_scale unit at PGN_CL and at PGN_UNIT_CL, PGD-AT; first-look-report: the
-#              report of what has finished (the final report's settings, without the black-box source)
+#              report of what has finished (the final report's settings, without the black-box source;
+#              also the report of a session on a new machine that has not trained the source again)
 #   table      seeds 1 and 2 of every Table 2 point (PGN with --pgn_grad_scale unit at PGN_UNIT_CL),
 #              each trained until its benign accuracy reaches MATCH (--stop_at_benign): Table 2 needs
 #              no later epoch, and a run stopped there is the full run up to it (TABLE_SEEDS: "1 2")
@@ -130,6 +131,12 @@ case "$STAGE" in
     # its attacks are cached per run and matched epoch, so the final report computes only what is new
     python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" "${prior[@]}" ;;
   report)
+    if [ ! -f "$ROOT/none-seed3/config.json" ]; then  # a new machine: the source's weights went with the old one
+      echo "the black-box source $ROOT/none-seed3 is not trained on this machine: run the source stage first" \
+           "(about 0.25 h, then 0.2 h crafting in the report), or first-look-report for this report without" \
+           "black-box columns for the runs it evaluates" >&2
+      exit 2
+    fi
     python run.py --mode report --preset cpu_full --root "$ROOT" "${report[@]}" --source_run "$ROOT/none-seed3" \
       "${prior[@]}" ;;
 esac
