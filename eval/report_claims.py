@@ -14,6 +14,7 @@ from pathlib import Path
 
 from training import rundir
 
+from eval import report_prior
 from eval.report_tables import (COST_COLUMNS, TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense,
                                 evaluation_cost, group_title, in_table_order, paired, rho_at)
 
@@ -207,8 +208,6 @@ def markdown(report: dict) -> str:
            f"the {p['test_images']} test images, on the examples the attacks above left robust (the standard "
            f"protocol, each attack on what the ones before it left): column *standard AutoAttack acc (subset)*."]
           if p.get("autoattack_complete") else []),
-        *([f"- Black-box: every attack also crafted on the independent run `{Path(p['source_run']).name}` and "
-           f"transferred."] if p.get("source_run") else []),
         *_provenance_lines(report),
         f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
         f"{p['training_hours']:.2f} h in all, {_evaluation_hours(cost)}; this report "
@@ -409,9 +408,24 @@ def _provenance_lines(report: dict) -> list[str]:
     if p.get("finished_early"):
         lines.append(f"- Finished early (`--stop_at_benign`): {', '.join(f'`{r}`' for r in p['finished_early'])}, "
                      f"trained until their benign accuracy reached the target: in Table 2, not in Figures 5 and 2.")
+    return black_box_lines(report) + lines
+
+
+def black_box_lines(report: dict) -> list[str]:
+    """Which independent run the black-box columns were crafted on, read off the rows (a report
+    made without --source_run can hold rows an earlier report evaluated with one), and which runs
+    have no black-box numbers."""
+    p = report["protocol"]
     rows = [r for entry in report["table"].values() for r in entry["rows"]]
-    without = [r["run"] for r in rows if not any("black" in a for a in r["attacks"].values())]
-    if p.get("source_run") and without:
+    names = sorted({source for r in rows if (source := report_prior.black_box_source(r, p))})
+    if not names:
+        return []
+    runs = "runs" if len(names) > 1 else "run"
+    lines = [f"- Black-box: every attack also crafted on the independent {runs} {', '.join(f'`{n}`' for n in names)} "
+             f"and transferred" + ("." if p.get("source_run") else
+                                    " (by the earlier reports that evaluated those runs: this one had no --source_run).")]
+    without = [r["run"] for r in rows if not report_prior.has_black_box(r)]
+    if without:
         lines.append(f"- Black-box columns are over the runs that have them: {', '.join(f'`{r}`' for r in without)} "
                      f"were evaluated without the source.")
     return lines

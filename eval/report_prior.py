@@ -35,6 +35,18 @@ class Prior:
         return {"path": str(self.path), "commit": self.commit, "runs": sorted(self.used)}
 
 
+def black_box_source(row: dict, protocol: dict) -> str | None:
+    """The name of the run a Table 2 row's black-box attacks were crafted on, or None where the row
+    has none (reports made before rows recorded it: their protocol's --source_run)."""
+    if not has_black_box(row):
+        return None
+    return row.get("black_box_source") or (Path(protocol["source_run"]).name if protocol.get("source_run") else None)
+
+
+def has_black_box(row: dict) -> bool:
+    return any("black" in attack for attack in row["attacks"].values())
+
+
 def has_weights(run_dir: Path) -> bool:
     return (Path(run_dir) / EMA_WEIGHTS_FILE).exists()
 
@@ -84,7 +96,9 @@ def table_row(priors: list[Prior], run_dir: Path, epoch: int | None) -> dict:
                                       f"this report's matching picks epoch {epoch}, and the run's weights are gone: "
                                       f"make the report with that report's --match_benign and --match_tolerance")
                 prior.used.add(name)
-                return {**row, "evaluated_by": row.get("evaluated_by") or str(prior.path)}  # the first report's
+                source = black_box_source(row, prior.report["protocol"])
+                return {**row, "evaluated_by": row.get("evaluated_by") or str(prior.path),  # the first report's
+                        **({"black_box_source": source} if source else {})}
     raise _missing(run_dir, priors, "Table 2")
 
 

@@ -205,6 +205,7 @@ def test_the_report_compares_pgn_variants_with_autoattack_and_a_black_box_source
         (row,) = entry["rows"]
         assert 0 <= row["autoattack"]["robust_accuracy"] <= row["attacks"]["fgm"]["white"]["accuracy"] + 1e-9
         assert "black" in row["attacks"]["fgm"] and "black" in row["attacks"]["mim"]
+        assert row["black_box_source"] == "none-seed3"  # what a later report without the source names
     over = report["training_attack_over_epochs"]
     assert set(over) == {"pgn", "pgn[pgn_grad_scale=unit]"}  # clean training has no training attack
     assert all(len(v["epochs"]) == 2 and "monitor_zeroed_grad_shift_l2" in v["epochs"][-1] for v in over.values())
@@ -353,6 +354,33 @@ def test_table2_says_over_how_many_seeds_a_column_is_and_shows_one_value_without
     # a claim over a column takes its standard error from the seeds that have it
     diff, margin = claims.compare(agg["fgm"]["fgm_black"], agg["pgd"]["fgm_black"], 1, 1)
     assert claims.verdict(diff, margin) == "contradicted (one seed)"
+
+
+def test_a_report_without_a_source_still_says_which_run_its_earlier_black_box_columns_came_from():
+    """A session on a new machine reports without --source_run; rows an earlier report evaluated
+    with one keep their black-box numbers, and the protocol still names the run they were crafted on."""
+    from eval import report_claims as claims
+    from eval import report_prior
+
+    def row(run, black):
+        attack = {"white": {"accuracy": 0.5}, **({"black": {"accuracy": 0.7}} if black else {})}
+        return {"run": run, "attacks": {"fgm": attack, "mim": attack}}
+    earlier = {"protocol": {"source_run": "/old/machine/none-seed3"},
+               "table": {"fgm": {"rows": [row("fgm-seed0", False), row("fgm-seed1", True)]}}}
+    # a report.json made before rows named their source: the protocol's --source_run stands in
+    assert report_prior.black_box_source(earlier["table"]["fgm"]["rows"][1], earlier["protocol"]) == "none-seed3"
+    assert report_prior.black_box_source(earlier["table"]["fgm"]["rows"][0], earlier["protocol"]) is None
+    kept = {**row("fgm-seed1", True), "black_box_source": "none-seed3"}  # what table_row hands on
+    now = {"protocol": {"source_run": None},
+           "table": {"fgm": {"rows": [row("fgm-seed0", False), kept, row("fgm-seed2", False)]}}}
+    lines = claims.black_box_lines(now)
+    assert "independent run `none-seed3`" in lines[0] and "this one had no --source_run" in lines[0]
+    assert lines[1].endswith("`fgm-seed0`, `fgm-seed2` were evaluated without the source.")
+    with_source = {**now, "protocol": {"source_run": "/new/none-seed4"}}
+    with_source["table"] = {"fgm": {"rows": [kept, {**row("fgm-seed2", True), "black_box_source": "none-seed4"}]}}
+    assert claims.black_box_lines(with_source) == [
+        "- Black-box: every attack also crafted on the independent runs `none-seed3`, `none-seed4` and transferred."]
+    assert claims.black_box_lines({**now, "table": {"fgm": {"rows": [row("fgm-seed0", False)]}}}) == []
 
 
 def test_figure2_takes_evenly_spaced_kept_epochs_with_the_last():
