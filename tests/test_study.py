@@ -206,6 +206,7 @@ def test_the_report_compares_pgn_variants_with_autoattack_and_a_black_box_source
         assert 0 <= row["autoattack"]["robust_accuracy"] <= row["attacks"]["fgm"]["white"]["accuracy"] + 1e-9
         assert "black" in row["attacks"]["fgm"] and "black" in row["attacks"]["mim"]
         assert row["black_box_source"] == "none-seed3"  # what a later report without the source names
+        assert row["black_box_source_created"] == json.loads((root / "none-seed3" / "config.json").read_text())["created"]
     over = report["training_attack_over_epochs"]
     assert set(over) == {"pgn", "pgn[pgn_grad_scale=unit]"}  # clean training has no training attack
     assert all(len(v["epochs"]) == 2 and "monitor_zeroed_grad_shift_l2" in v["epochs"][-1] for v in over.values())
@@ -381,6 +382,17 @@ def test_a_report_without_a_source_still_says_which_run_its_earlier_black_box_co
     assert claims.black_box_lines(with_source) == [
         "- Black-box: every attack also crafted on the independent runs `none-seed3`, `none-seed4` and transferred."]
     assert claims.black_box_lines({**now, "table": {"fgm": {"rows": [row("fgm-seed0", False)]}}}) == []
+    # the source trained again under its name on a new machine: another network, and the report says so
+    again = {**row("fgm-seed2", True), "black_box_source": "none-seed3", "black_box_source_created": "2026-12-02T07:00"}
+    mixed = {**now, "table": {"fgm": {"rows": [kept, again]}}}
+    assert report_prior.source_trainings(mixed["table"]["fgm"]["rows"], now["protocol"]) == {
+        "none-seed3": {None: ["fgm-seed1"], "2026-12-02T07:00": ["fgm-seed2"]}}
+    assert claims.black_box_lines(mixed)[1] == (
+        "- `none-seed3` was trained more than once with the same settings (a new machine had lost its weights), so its "
+        "black-box columns mix independent sources: an earlier training (not recorded) for `fgm-seed1`; the training "
+        "created 2026-12-02T07:00 for `fgm-seed2`.")
+    same = {**again, "run": "fgm-seed3"}
+    assert report_prior.source_trainings([again, same], now["protocol"]) == {}  # one training: nothing to say
 
 
 def test_figure2_takes_evenly_spaced_kept_epochs_with_the_last():
