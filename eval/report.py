@@ -175,7 +175,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
                 result["autoattack"]["standard"] = autoattack_eval.standard_completion(
                     evaluated, cfg, aa, completion_picks)
             rows.append({"run": member.run.name, "seed": member.seed, "match": _match_dict(match), **result,
-                         **(report_prior.source_record(source) if source is not None else {})})
+                         **(report_prior.source_record(source, attacker.fingerprint) if source is not None else {})})
         table[defense] = {"label": members[0].label, "value": members[0].value, "rows": rows}
 
     # 2. Curves: CW on every run's final weights; FGM-AT's epochs for Figure 2.

@@ -425,19 +425,17 @@ def black_box_lines(report: dict) -> list[str]:
              f"and transferred" + ("." if p.get("source_run") else
                                     " (by the earlier reports that evaluated those runs: this one had no --source_run).")]
     for name, trainings in report_prior.source_trainings(rows, p).items():
-        parts = [f"{f'the training created {created}' if created else 'an earlier training (not recorded)'} for "
-                 f"{', '.join(f'`{r}`' for r in runs)}" for created, runs in sorted(trainings.items(), key=_unrecorded_first)]
-        lines.append(f"- `{name}` was trained more than once with the same settings (a new machine had lost its "
-                     f"weights), so its black-box columns mix independent sources: {'; '.join(parts)}.")
+        parts = [f"{', '.join(f'`{r}`' for r in t['runs'])}: " + (
+                     f"weights {weights} (training created {t['created']})" if weights else
+                     "an earlier training (its weights not recorded)")
+                 for weights, t in sorted(trainings.items(), key=lambda item: (item[0] is not None, item[0] or ""))]
+        lines.append(f"- `{name}` was trained again under its name (a new machine had lost its weights); the rows "
+                     f"record which training their black-box columns came from: {'; '.join(parts)}.")
     without = [r["run"] for r in rows if not report_prior.has_black_box(r)]
     if without:
         lines.append(f"- Black-box columns are over the runs that have them: {', '.join(f'`{r}`' for r in without)} "
                      f"were evaluated without the source.")
     return lines
-
-
-def _unrecorded_first(item) -> tuple:
-    return (item[0] is not None, item[0] or "")
 
 
 def _evaluation_hours(cost: dict) -> str:

@@ -43,20 +43,24 @@ def black_box_source(row: dict, protocol: dict) -> str | None:
     return row.get("black_box_source") or (Path(protocol["source_run"]).name if protocol.get("source_run") else None)
 
 
-def source_record(source) -> dict:
-    """What a Table 2 row records of its black-box source: its name, and when that training began
-    (a source trained again under the same name on a new machine is another network)."""
-    return {"black_box_source": source.run_dir.name, "black_box_source_created": source.config.get("created")}
+def source_record(source, weights: str) -> dict:
+    """What a Table 2 row records of its black-box source: its name, the fingerprint of its weights,
+    and when its training began (on a new machine a source is trained again under the same name)."""
+    return {"black_box_source": source.run_dir.name, "black_box_source_weights": weights,
+            "black_box_source_created": source.config.get("created")}
 
 
 def source_trainings(rows: list[dict], protocol: dict) -> dict[str, dict]:
-    """For each black-box source trained more than once (rows that name it record different
-    creation times), the runs crafted on each training: {name: {created or None: [runs]}}, None
-    for rows from reports made before rows recorded it."""
+    """For each black-box source whose rows record more than one set of its weights (trained again
+    on a new machine), the runs crafted on each: {name: {weights, or None where a row predates the
+    record: {"created": when that training began, "runs": [...]}}}."""
     by_name: dict[str, dict] = {}
     for row in rows:
         if (name := black_box_source(row, protocol)) is not None:
-            by_name.setdefault(name, {}).setdefault(row.get("black_box_source_created"), []).append(row["run"])
+            weights = row.get("black_box_source_weights")
+            training = by_name.setdefault(name, {}).setdefault(
+                weights, {"created": row.get("black_box_source_created") if weights else None, "runs": []})
+            training["runs"].append(row["run"])
     return {name: trainings for name, trainings in by_name.items() if len(trainings) > 1}
 
 

@@ -11,6 +11,7 @@ import data
 from eval import report as report_mode, suite
 from eval.config import EvalConfig
 from eval.matching import closest_epoch, epoch_accuracies, kept_epochs, parse_target
+from eval.runs import load_run
 from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
 from training import rundir
 from training.sweep import Sweep, dry_run, is_finished, progress, run_sweep
@@ -207,6 +208,7 @@ def test_the_report_compares_pgn_variants_with_autoattack_and_a_black_box_source
         assert "black" in row["attacks"]["fgm"] and "black" in row["attacks"]["mim"]
         assert row["black_box_source"] == "none-seed3"  # what a later report without the source names
         assert row["black_box_source_created"] == json.loads((root / "none-seed3" / "config.json").read_text())["created"]
+        assert row["black_box_source_weights"] == load_run(root / "none-seed3").fingerprint()
     over = report["training_attack_over_epochs"]
     assert set(over) == {"pgn", "pgn[pgn_grad_scale=unit]"}  # clean training has no training attack
     assert all(len(v["epochs"]) == 2 and "monitor_zeroed_grad_shift_l2" in v["epochs"][-1] for v in over.values())
@@ -382,17 +384,22 @@ def test_a_report_without_a_source_still_says_which_run_its_earlier_black_box_co
     assert claims.black_box_lines(with_source) == [
         "- Black-box: every attack also crafted on the independent runs `none-seed3`, `none-seed4` and transferred."]
     assert claims.black_box_lines({**now, "table": {"fgm": {"rows": [row("fgm-seed0", False)]}}}) == []
-    # the source trained again under its name on a new machine: another network, and the report says so
-    again = {**row("fgm-seed2", True), "black_box_source": "none-seed3", "black_box_source_created": "2026-12-02T07:00"}
-    mixed = {**now, "table": {"fgm": {"rows": [kept, again]}}}
+    # the source trained again under its name on a new machine: the rows say which training each came from
+    again = {**row("fgm-seed2", True), "black_box_source": "none-seed3", "black_box_source_weights": "ab12",
+             "black_box_source_created": "2026-12-02T07:00"}
+    mixed = {**now, "table": {"fgm": {"rows": [again, kept]}}}
     assert report_prior.source_trainings(mixed["table"]["fgm"]["rows"], now["protocol"]) == {
-        "none-seed3": {None: ["fgm-seed1"], "2026-12-02T07:00": ["fgm-seed2"]}}
+        "none-seed3": {"ab12": {"created": "2026-12-02T07:00", "runs": ["fgm-seed2"]},
+                       None: {"created": None, "runs": ["fgm-seed1"]}}}
     assert claims.black_box_lines(mixed)[1] == (
-        "- `none-seed3` was trained more than once with the same settings (a new machine had lost its weights), so its "
-        "black-box columns mix independent sources: an earlier training (not recorded) for `fgm-seed1`; the training "
-        "created 2026-12-02T07:00 for `fgm-seed2`.")
-    same = {**again, "run": "fgm-seed3"}
-    assert report_prior.source_trainings([again, same], now["protocol"]) == {}  # one training: nothing to say
+        "- `none-seed3` was trained again under its name (a new machine had lost its weights); the rows record which "
+        "training their black-box columns came from: `fgm-seed1`: an earlier training (its weights not recorded); "
+        "`fgm-seed2`: weights ab12 (training created 2026-12-02T07:00).")
+    other = {**again, "run": "fgm-seed3", "black_box_source_weights": "cd34"}
+    assert set(report_prior.source_trainings([again, other], now["protocol"])["none-seed3"]) == {"ab12", "cd34"}
+    # trained again to the same weights (training is deterministic on one machine): one source, nothing to say
+    same = {**again, "run": "fgm-seed3", "black_box_source_created": "2026-12-03T07:00"}
+    assert report_prior.source_trainings([again, same], now["protocol"]) == {}
 
 
 def test_figure2_takes_evenly_spaced_kept_epochs_with_the_last():
