@@ -535,3 +535,29 @@ def test_a_report_grows_from_an_earlier_one_whose_runs_lost_their_weights(tiny_f
     assert "From an earlier report: `fgm-eps0.5-seed0`, `none-seed0` evaluated by" in markdown
     assert "Finished early (`--stop_at_benign`): `fgm-eps0.5-seed1`, `none-seed1`" in markdown
     assert "| clean | 2 |" in markdown
+
+
+def test_figure5s_claim_compares_the_curves_where_their_benign_accuracies_overlap():
+    from eval import report_claims as claims
+
+    def point(group, value, benign, rho):
+        return {"defense": group.split("[")[0], "group": group, "value": value, "benign_accuracy": benign,
+                "cw": {"mean_l2_all": rho}, "training_attack": None}
+    fgm = [point("fgm", e, b, r) for e, b, r in ((0.25, 0.80, 0.50), (0.5, 0.75, 0.80), (1.0, 0.65, 1.10))]
+    # PGN below FGM-AT on 0.70-0.76 (interpolated at 11 benign accuracies), a one-point variant
+    pgn = [point("pgn", c, b, r) for c, b, r in ((0.1, 0.76, 0.60), (0.3, 0.70, 0.80))]
+    unit = [point("pgn[pgn_grad_scale=unit]", 1, 0.75, 0.90)]
+    report = {"curve_points": fgm + pgn + unit}
+    claim = claims._curve_claim(report, "pgn")
+    assert claim["verdict"] == "contradicted"
+    assert "over benign accuracy 0.700-0.760" in claim["ours"] and "at 0% of 11 points" in claim["ours"]
+    claim = claims._curve_claim(report, "pgn[pgn_grad_scale=unit]")
+    assert claim["verdict"] == "cannot be assessed"
+    assert "PGN (pgn_grad_scale=unit) has one curve point so far" in claim["ours"]
+    # PGN above FGM-AT where they overlap: supported
+    above = [point("pgn", c, b, r) for c, b, r in ((0.1, 0.76, 1.0), (0.3, 0.70, 1.2))]
+    assert claims._curve_claim({"curve_points": fgm + above}, "pgn")["verdict"] == "supported"
+    # curves that overlap nowhere are said to, not judged
+    apart = [point("pgn", c, b, r) for c, b, r in ((0.1, 0.60, 0.9), (0.3, 0.55, 1.0))]
+    claim = claims._curve_claim({"curve_points": fgm[:2] + apart}, "pgn")
+    assert claim["verdict"] == "cannot be assessed" and "share no benign-accuracy range" in claim["ours"]
