@@ -135,7 +135,7 @@ def _curve_claim(report: dict, pgn: str = "pgn") -> dict | None:
         gaps = [(rho_at(curves[pgn], b), rho_at(curves[base], b)) for b in grid]
         gaps = [p - q for p, q in gaps if p is not None and q is not None]
         if not gaps:
-            short = [_title(c) if c != pgn else name for c in (pgn, base) if len(curves[c]) < 2]
+            short = [_title(c) for c in (pgn, base) if len(curves[c]) < 2]
             parts.append(f"{' and '.join(short)} {'has' if len(short) == 1 else 'have'} one curve point so far"
                          if short else f"{name}'s and {_title(base)}'s curves share no benign-accuracy range")
             verdicts.append("cannot be assessed")
