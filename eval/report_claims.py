@@ -148,7 +148,18 @@ def _curve_claim(report: dict, pgn: str = "pgn") -> dict | None:
         return None
     return {"claim": f"{name}'s robustness curve (benign accuracy against rho_cw) lies above FGM-AT's and PGD-AT's "
                      "(Figure 5).", "paper": "Figure 5: PGN above both across the sweep.",
-            "ours": "; ".join(parts), "verdict": verdicts[0] if len(set(verdicts)) == 1 else "mixed"}
+            "ours": "; ".join(parts), "verdict": _both(verdicts)}
+
+
+def _both(verdicts: list[str]) -> str:
+    """The verdict on "above FGM-AT's *and* PGD-AT's" from one verdict per baseline: below either
+    curve everywhere they overlap contradicts it whatever the other shows; it is supported only when
+    every baseline supports it; a baseline whose curve cannot be compared yet leaves it unassessed."""
+    if "contradicted" in verdicts:
+        return "contradicted"
+    if "mixed" in verdicts:
+        return "mixed"
+    return "supported" if set(verdicts) == {"supported"} else "cannot be assessed"
 
 
 def _cost_claim(agg: dict) -> dict | None:

@@ -561,3 +561,13 @@ def test_figure5s_claim_compares_the_curves_where_their_benign_accuracies_overla
     apart = [point("pgn", c, b, r) for c, b, r in ((0.1, 0.60, 0.9), (0.3, 0.55, 1.0))]
     claim = claims._curve_claim({"curve_points": fgm[:2] + apart}, "pgn")
     assert claim["verdict"] == "cannot be assessed" and "share no benign-accuracy range" in claim["ours"]
+    # the claim is "above FGM-AT's and PGD-AT's": below one of them contradicts it, whatever the other
+    # shows; above one with the other not comparable yet leaves it unassessed, not supported
+    pgd = [point("pgd", 0.5, 0.74, 0.75)]
+    claim = claims._curve_claim({"curve_points": fgm + pgn + pgd}, "pgn")
+    assert claim["verdict"] == "contradicted" and "PGD-AT has one curve point so far" in claim["ours"]
+    assert claims._curve_claim({"curve_points": fgm + above + pgd}, "pgn")["verdict"] == "cannot be assessed"
+    crossing = [point("pgn", c, b, r) for c, b, r in ((0.1, 0.76, 0.95), (0.3, 0.70, 0.80))]
+    pgd_low = [point("pgd", e, b, 0.30) for e, b in ((0.25, 0.78), (1.0, 0.66))]
+    assert claims._curve_claim({"curve_points": fgm + crossing + pgd_low}, "pgn")["verdict"] == "mixed"
+    assert claims._curve_claim({"curve_points": fgm + above + pgd_low}, "pgn")["verdict"] == "supported"
