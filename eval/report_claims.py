@@ -135,9 +135,7 @@ def _curve_claim(report: dict, pgn: str = "pgn") -> dict | None:
         gaps = [(rho_at(curves[pgn], b), rho_at(curves[base], b)) for b in grid]
         gaps = [p - q for p, q in gaps if p is not None and q is not None]
         if not gaps:
-            short = [_title(c) for c in (pgn, base) if len(curves[c]) < 2]
-            parts.append(f"{' and '.join(short)} {'has' if len(short) == 1 else 'have'} one curve point so far"
-                         if short else f"{name}'s and {_title(base)}'s curves share no benign-accuracy range")
+            parts.append(_one_point(curves, pgn, base))
             verdicts.append("cannot be assessed")
             continue
         above = sum(g > 0 for g in gaps) / len(gaps)
@@ -149,6 +147,23 @@ def _curve_claim(report: dict, pgn: str = "pgn") -> dict | None:
     return {"claim": f"{name}'s robustness curve (benign accuracy against rho_cw) lies above FGM-AT's and PGD-AT's "
                      "(Figure 5).", "paper": "Figure 5: PGN above both across the sweep.",
             "ours": "; ".join(parts), "verdict": _both(verdicts)}
+
+
+def _one_point(curves: dict, pgn: str, base: str) -> str:
+    """Why PGN's and a baseline's curves cannot be compared; where one of them is a single point
+    inside the other's benign-accuracy range, the two rho_cw there (a point, not a curve: no verdict)."""
+    short = [c for c in (pgn, base) if len(curves[c]) < 2]
+    if not short:
+        return f"{_title(pgn)}'s and {_title(base)}'s curves share no benign-accuracy range"
+    text = f"{' and '.join(map(_title, short))} {'has' if len(short) == 1 else 'have'} one curve point"
+    if len(short) == 1:
+        (point,), other = curves[short[0]], base if short[0] == pgn else pgn
+        rho = rho_at(curves[other], point["benign_mean"])
+        if rho is not None:
+            at = {short[0]: point["rho_mean"], other: rho}
+            text += (f" (at its benign accuracy {point['benign_mean']:.3f}: {_title(pgn)} {at[pgn]:.3f}, "
+                     f"{_title(base)} {at[base]:.3f})")
+    return text
 
 
 def _both(verdicts: list[str]) -> str:

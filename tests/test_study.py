@@ -553,7 +553,9 @@ def test_figure5s_claim_compares_the_curves_where_their_benign_accuracies_overla
     assert "over benign accuracy 0.700-0.760" in claim["ours"] and "at 0% of 11 points" in claim["ours"]
     claim = claims._curve_claim(report, "pgn[pgn_grad_scale=unit]")
     assert claim["verdict"] == "cannot be assessed"
-    assert "PGN (pgn_grad_scale=unit) has one curve point so far" in claim["ours"]
+    # a single point inside the other curve's range is compared there, without a verdict
+    assert "PGN (pgn_grad_scale=unit) has one curve point (at its benign accuracy 0.750: " \
+           "PGN (pgn_grad_scale=unit) 0.900, FGM-AT 0.800)" in claim["ours"]
     # PGN above FGM-AT where they overlap: supported
     above = [point("pgn", c, b, r) for c, b, r in ((0.1, 0.76, 1.0), (0.3, 0.70, 1.2))]
     assert claims._curve_claim({"curve_points": fgm + above}, "pgn")["verdict"] == "supported"
@@ -565,7 +567,11 @@ def test_figure5s_claim_compares_the_curves_where_their_benign_accuracies_overla
     # shows; above one with the other not comparable yet leaves it unassessed, not supported
     pgd = [point("pgd", 0.5, 0.74, 0.75)]
     claim = claims._curve_claim({"curve_points": fgm + pgn + pgd}, "pgn")
-    assert claim["verdict"] == "contradicted" and "PGD-AT has one curve point so far" in claim["ours"]
+    assert claim["verdict"] == "contradicted"
+    assert "PGD-AT has one curve point (at its benign accuracy 0.740: PGN 0.667, PGD-AT 0.750)" in claim["ours"]
+    outside = [point("pgd", 0.5, 0.78, 0.75)]  # beyond PGN's 0.70-0.76: nothing to compare it with
+    assert claims._curve_claim({"curve_points": fgm + pgn + outside}, "pgn")["ours"].endswith(
+        "; PGD-AT has one curve point")
     assert claims._curve_claim({"curve_points": fgm + above + pgd}, "pgn")["verdict"] == "cannot be assessed"
     crossing = [point("pgn", c, b, r) for c, b, r in ((0.1, 0.76, 0.95), (0.3, 0.70, 0.80))]
     pgd_low = [point("pgd", e, b, 0.30) for e, b in ((0.25, 0.78), (1.0, 0.66))]
