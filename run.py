@@ -51,7 +51,8 @@ flags.DEFINE_boolean("ema_warmup", True, "Ramp the EMA decay up as (1+t)/(10+t) 
 flags.DEFINE_float("width", 1.0, "Multiplier of the classifier's filter counts (0.25 for CPU runs).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order, augmentation and random starts.")
 flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute policy: float32, mixed_float16 (GPUs; ~9x slower on "
-                  "a CPU; loss-scaled) or mixed_bfloat16 (CPUs with AMX or AVX512-BF16, TPUs, Ampere+ GPUs).")
+                  "a CPU; loss-scaled) or mixed_bfloat16 (CPUs with AMX, some with AVX512-BF16: training says when a "
+                  "probe finds it slower than float32 here; TPUs, Ampere+ GPUs).")
 flags.DEFINE_boolean("mixed_precision", None, "Deprecated: the same as --precision mixed_float16.")
 # Defense: --defense, then every declared setting (training/defenses/*_settings.py), each default
 # written once in its declaration.

@@ -182,6 +182,32 @@ def test_mixed_precision_trains_resumes_and_evaluates_in_float32(tiny_folder, tm
     assert logits.dtype == tf.float32 and np.all(np.isfinite(logits.numpy()))
 
 
+def test_bfloat16_on_a_cpu_where_it_is_slower_is_said_once_and_training_keeps_its_precision(
+        tiny_folder, tmp_path, monkeypatch):
+    from training import precision
+    said, probes = [], []
+    monkeypatch.setattr(precision, "bfloat16_speedup", lambda: probes.append(1) or 0.7)
+    configs = _configs(tiny_folder, tmp_path / "run", epochs=1, precision="mixed_bfloat16", stop_after_steps=1)
+    train(*configs, say=said.append)
+    notes = [line for line in said if "bfloat16 ran a convolution probe at 0.70x" in line]
+    assert len(notes) == 1 and "--precision float32" in notes[0] and probes == [1]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["train.precision"] == "mixed_bfloat16"
+    # where bfloat16 is the faster, or the run is in float32, nothing is probed or said
+    monkeypatch.setattr(precision, "bfloat16_speedup", lambda: 2.0)
+    said.clear()
+    train(*_configs(tiny_folder, tmp_path / "fast", epochs=1, precision="mixed_bfloat16", stop_after_steps=1),
+          say=said.append)
+    assert not [line for line in said if "probe" in line]
+    monkeypatch.setattr(precision, "bfloat16_speedup", lambda: pytest.fail("a float32 run probed bfloat16"))
+    train(*_configs(tiny_folder, tmp_path / "f32", epochs=1, stop_after_steps=1), say=said.append)
+
+
+def test_the_bfloat16_probe_times_both_precisions():
+    from training import precision
+    ratio = precision.bfloat16_speedup(batch=4, size=8, channels=8, rounds=1, calls=1)
+    assert np.isfinite(ratio) and ratio > 0  # which precision is faster depends on the CPU
+
+
 @pytest.mark.parametrize("mixed, precision", [(True, "mixed_float16"), (False, "float32")])
 def test_a_run_recorded_with_the_old_mixed_precision_flag_resumes_as_its_precision(tmp_path, mixed, precision):
     cfgs = dict(data=data.DataConfig(dataset="folder:x"), train=TrainConfig(precision=precision),

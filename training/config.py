@@ -34,7 +34,7 @@ class TrainConfig:
     ema_warmup: bool = True       # decay min(d, (1+t)/(10+t)) as tf.train.ExponentialMovingAverage
     width: float = 1.0
     seed: int = 0
-    precision: str = "float32"    # a PRECISIONS policy; mixed_bfloat16 pays on CPUs with AMX / AVX512-BF16
+    precision: str = "float32"    # a PRECISIONS policy; mixed_bfloat16: see training/precision.py
 
     @property
     def loss_scaling(self) -> bool:

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 import data
 from models import build_classifier
-from training import distribute, rundir
+from training import distribute, precision, rundir
 from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
 from training.defenses import defense_class, make_defense
 from training.ema import WeightEMA
@@ -79,6 +79,8 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(train_cfg.precision)
     try:
+        if chief and train_cfg.precision == "mixed_bfloat16":
+            precision.note_bfloat16_speed(say)
         session = _Session(dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch, strategy)
         if resuming:
             session.restore(say)
