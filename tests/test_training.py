@@ -186,6 +186,7 @@ def test_bfloat16_on_a_cpu_where_it_is_slower_is_said_once_and_training_keeps_it
         tiny_folder, tmp_path, monkeypatch):
     from training import precision
     said, probes = [], []
+    monkeypatch.setattr(precision, "has_accelerator", lambda: False)  # as on any CPU-only machine
     monkeypatch.setattr(precision, "bfloat16_speedup", lambda: probes.append(1) or 0.7)
     configs = _configs(tiny_folder, tmp_path / "run", epochs=1, precision="mixed_bfloat16", stop_after_steps=1)
     train(*configs, say=said.append)
@@ -200,6 +201,8 @@ def test_bfloat16_on_a_cpu_where_it_is_slower_is_said_once_and_training_keeps_it
     assert not [line for line in said if "probe" in line]
     monkeypatch.setattr(precision, "bfloat16_speedup", lambda: pytest.fail("a float32 run probed bfloat16"))
     train(*_configs(tiny_folder, tmp_path / "f32", epochs=1, stop_after_steps=1), say=said.append)
+    monkeypatch.setattr(precision, "has_accelerator", lambda: True)  # a GPU's bfloat16 is not probed
+    assert precision.note_bfloat16_speed(said.append) is None
 
 
 def test_the_bfloat16_probe_times_both_precisions():

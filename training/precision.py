@@ -47,10 +47,15 @@ def bfloat16_speedup(batch: int = 64, size: int = 16, channels: int = 64, rounds
     return seconds[tf.float32] / seconds[tf.bfloat16]
 
 
+def has_accelerator() -> bool:
+    """A GPU or TPU is visible: bfloat16's speed there is not this probe's business."""
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
 def note_bfloat16_speed(say) -> float | None:
     """On a machine without an accelerator, probe bfloat16's speed against float32's and say so
     when it is the slower; returns the ratio (None where it was not probed)."""
-    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+    if has_accelerator():
         return None
     ratio = bfloat16_speedup()
     if ratio < SLOWER:
