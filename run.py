@@ -24,6 +24,7 @@ from eval.config import (ATTACKS, AUTOATTACK_NORMS, AUTOATTACK_PARTS, AUTOATTACK
 from training.config import OPTIMIZERS, PRECISIONS, STRATEGIES, DefenseConfig  # noqa: E402
 from training.defenses import NAMES as DEFENSE_NAMES, SETTINGS as DEFENSE_SETTINGS  # noqa: E402
 from training.defenses.settings import declared_fields  # noqa: E402
+from training import stderr_filter  # noqa: E402
 
 MODES = ("train", "eval", "sweep", "report")
 EXIT_BAD_INPUT = 2
@@ -270,6 +271,7 @@ def _eval_config() -> EvalConfig:
 
 
 def main(argv):
+    stderr_filter.install()  # drops TensorFlow's harmless "remapper failed" line, keeps every other
     if len(argv) > 1:
         _fail(f"unexpected argument {argv[1]!r}: every setting is a --flag (see --help)")
     logging.set_verbosity(logging.ERROR)  # tfds warns about every unprepared folder it probes
