@@ -42,12 +42,34 @@ def test_bad_input_is_one_line_and_exit_code_2_and_writes_nothing(tmp_path, args
     assert not (tmp_path / "run").exists()
 
 
+# run.py with the network refused, each attempt (a name lookup or a connection) counted in a file.
+OFFLINE_RUN_PY = """
+import runpy, socket, sys
+log = open(sys.argv.pop(1), "a")
+
+def refuse(host, *args, **kwargs):
+    log.write(f"{host}\\n")
+    log.flush()
+    raise OSError("no network in this test")
+
+socket.getaddrinfo = refuse
+socket.create_connection = lambda address, *args, **kwargs: refuse(address[0])
+sys.argv[0] = sys.argv.pop(1)
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def test_offline_cifar10_without_a_copy_fails_fast_naming_both_fixes(tmp_path):
-    started = time.monotonic()
-    result = run_py("--dataset", "cifar10", "--data_dir", str(tmp_path / "empty"),
-                    "--run_dir", str(tmp_path / "run"))
-    assert time.monotonic() - started < 30  # TensorFlow's import is most of it; no retry loop
-    assert_one_line_error(result, "cifar10", "--data_dir", "folder:")
+    # Fast means no retry loop: tfds alone retries the network for minutes before it gives up.
+    # One probe of the download host at most, then the error (counted, not timed).
+    attempts = tmp_path / "network_attempts.txt"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", OFFLINE_RUN_PY, str(attempts), str(ROOT / "run.py"),
+                             "--dataset", "cifar10", "--data_dir", str(tmp_path / "empty"),
+                             "--run_dir", str(tmp_path / "run")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert_one_line_error(result, "cifar10", "--data_dir", "folder:", "no internet")
+    assert len(attempts.read_text().splitlines() if attempts.exists() else []) <= 1
     assert not (tmp_path / "run").exists()
 
 
@@ -91,17 +113,18 @@ def test_smoke_preset_on_the_cifar10_copy(cifar10_jpeg, tmp_path, defense):
 @pytest.mark.slow
 def test_a_killed_run_saves_and_the_same_command_resumes_it(tiny_folder, tmp_path):
     args = ["--dataset", f"folder:{tiny_folder}", "--data_dir", str(tmp_path / "tfds"), "--defense", "none",
-            "--width", "0.125", "--batch_size", "8", "--epochs", "200", "--log_every_steps", "1",
+            "--width", "0.125", "--batch_size", "8", "--epochs", "1000", "--log_every_steps", "1",
             "--run_dir", str(tmp_path / "run")]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
     process = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count('"train"') < 30):
+    # Killed once 30 steps are logged, however long they take (the run alone would go on for
+    # 12,000 steps, so it is still training when the signal comes).
+    while process.poll() is None and (not metrics.exists() or metrics.read_text().count('"train"') < 30):
         time.sleep(0.2)
     process.terminate()
-    out, err = process.communicate(timeout=60)
+    out, err = process.communicate(timeout=300)
     assert process.returncode == 130, err[-2000:]
     assert "interrupted: saved step" in out
     saved = int(out.split("interrupted: saved step ")[1].split(";")[0])
