@@ -12,6 +12,7 @@ loop runs the step on every replica.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import sys
@@ -24,7 +25,8 @@ import tensorflow as tf
 
 import data
 from models import build_classifier
-from training import distribute, precision, rundir
+from training import checkpoints, distribute, precision, rundir, writes
+from training.lock import hold as hold_lock
 from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
 from training.defenses import defense_class, make_defense
 from training.ema import WeightEMA
@@ -67,6 +69,18 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     strategy = distribute.make_strategy(run_cfg.strategy, run_cfg.cpu_replicas)  # first: it may split the CPU
     distribute.check_batch_split(train_cfg.batch_size, strategy)
     chief = distribute.is_chief(strategy)
+    with contextlib.ExitStack() as held:
+        if chief:  # one writer per run directory: a second process is refused before it reads anything
+            held.enter_context(hold_lock(run_dir, f"--run_dir {run_dir}", _LOCKED_FIX))
+        return _train_locked(data_cfg, train_cfg, defense_cfg, run_cfg, flags, say, run_dir, settings, strategy,
+                             chief, held)
+
+
+_DISK_HINT = "free space and give the same command: training resumes from its last checkpoint"
+_LOCKED_FIX = "wait for it to finish or stop it (a lock left by a process that died is released by itself)"
+
+
+def _train_locked(data_cfg, train_cfg, defense_cfg, run_cfg, flags, say, run_dir, settings, strategy, chief, held):
     if chief:
         resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite, rundir.setting_defaults(
             data=data_cfg, train=train_cfg, defense=defense_cfg))
@@ -90,8 +104,12 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
         elif chief:
             record = rundir.run_record(flags or {}, settings, dataset.info())
             moved_to = rundir.create_run_dir(run_dir, record, run_cfg.overwrite)
-            if moved_to:
+            if moved_to:  # the lock went with the old directory: take the new one's
+                held.enter_context(hold_lock(run_dir, f"--run_dir {run_dir}", _LOCKED_FIX))
                 say(f"moved the previous contents of {run_dir} to {moved_to}")
+        if chief:  # a checkpoint that cannot be written fails now, in one line, not after an epoch
+            writes.require_space(run_dir, session.checkpoint_bytes() + session.ema_bytes(), "a checkpoint",
+                                 _DISK_HINT)
         return session.run(say)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -164,18 +182,45 @@ class _Session:
         return self.defense.perturb(self.ema.shadows, x, y)
 
     def restore(self, say) -> None:
-        latest = tf.train.latest_checkpoint(str(self.run_dir / CHECKPOINTS_DIR))
+        """Restores the newest readable checkpoint; newer unreadable ones are set aside, each said
+        in one line (the chief's job: other workers read what the chief left)."""
+        folder = self.run_dir / CHECKPOINTS_DIR
+        skipped = []
+        if not self.chief:
+            latest = tf.train.latest_checkpoint(str(folder))
+        else:
+            latest, skipped = checkpoints.newest_readable(folder, say)
+            if folder.is_dir():
+                checkpoints.rewrite_index(folder)  # the manager's index lists what is there, no more
         if latest is None:
-            say(f"{self.run_dir} has no checkpoint yet: starting from step 0")
+            why = (f"no checkpoint in {folder} is readable" if skipped else f"{self.run_dir} has no checkpoint yet")
+            say(f"{why}: starting from step 0")
             return
         try:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-        except Exception as err:  # TF raises many types for truncated or foreign files
+        except Exception as err:  # readable, but not this run's networks (a foreign or older layout)
             raise rundir.RunDirError(
-                f"checkpoint {latest} is unreadable ({type(err).__name__}): move it out of "
+                f"checkpoint {latest} does not fit this run ({type(err).__name__}): move it out of "
                 f"{self.checkpoint_dir} to resume from an earlier one, or --overwrite to start over"
             ) from None
-        say(f"resuming {self.run_dir} from step {int(self.step.numpy())}")
+        say(f"resuming {self.run_dir} from step {int(self.step.numpy())}"
+            + (f" ({Path(latest).name}, the newest readable checkpoint)" if skipped else ""))
+
+    def checkpoint_bytes(self) -> int:
+        """What the next checkpoint needs on disk: the last one's size, else its variables' bytes."""
+        found = checkpoints.candidates(self.checkpoint_dir)
+        if found:
+            return sum(f.stat().st_size for f in self.checkpoint_dir.glob(Path(found[0][1]).name + ".*"))
+        variables = [v for network in self.defense.networks.values() for v in network.weights]
+        variables += [v for shadow in self.ema.shadows.values() for v in shadow.weights]
+        variables += [v for optimizer in self.defense.optimizers.values() for v in optimizer.variables]
+        return int(sum(np.prod(v.shape) * tf.as_dtype(v.dtype).size for v in variables) * 1.1) + 100_000
+
+    def ema_bytes(self) -> int:
+        path = self.run_dir / EMA_WEIGHTS_FILE
+        if path.exists():
+            return path.stat().st_size
+        return int(sum(np.prod(v.shape) * 4 for v in self.ema.shadows["classifier"].weights) * 1.1) + 100_000
 
     def run(self, say) -> TrainResult:
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
@@ -194,7 +239,10 @@ class _Session:
                 say(f"{self.run_dir} finished early at a benign accuracy that reaches --stop_at_benign "
                     f"{self.run_cfg.stop_at_benign:g}: nothing to train (without the flag it trains on to its end)")
             else:
-                epoch_records = self._epochs(log, say, start_step)
+                recovered = self._recover_epoch_end(log, say)
+                epoch_records = [recovered] if recovered else []
+                if not (recovered and self._reached_benign(recovered)):
+                    epoch_records += self._epochs(log, say, start_step)
             step = int(self.step.numpy())
             if step >= self.total_steps:
                 log.event(step, "finished", {"epochs": self.train_cfg.epochs})
@@ -207,8 +255,12 @@ class _Session:
                 say(f"finished early after epoch {last['epoch']}: benign accuracy {last['test_acc']:.4f} reaches "
                     f"--stop_at_benign {self.run_cfg.stop_at_benign:g}")
         except KeyboardInterrupt:
+            log.close(quietly=True)
             self._save()
             say(f"\ninterrupted: saved step {int(self.step.numpy())}; run the same command to resume")
+            raise
+        except BaseException:
+            log.close(quietly=True)  # the error says what went wrong; a second one from the log would hide it
             raise
         finally:
             log.close()
@@ -264,13 +316,15 @@ class _Session:
                         and time.monotonic() - last_save > 60 * every_minutes):
                     self._save()
                     last_save = time.monotonic()
-            record = self._end_of_epoch(log, epoch, epoch_window, time.perf_counter() - epoch_started, timing)
-            records.append(record)
-            say(_epoch_line(record))
+            record, x_adv = self._end_of_epoch(epoch, epoch_window, time.perf_counter() - epoch_started, timing)
+            # The record claims the checkpoint (and the kept weights): it is logged after them.
             self._save()
             stopping = self._reached_benign(record) and int(self.step.numpy()) < self.total_steps
             if self.chief and (stopping or keeps_epoch(run_cfg.keep_checkpoints, epoch + 1, cfg.epochs)):
                 self._keep_epoch(epoch + 1)
+            self._log_epoch(log, record, x_adv)
+            records.append(record)
+            say(_epoch_line(record))
             last_save = time.monotonic()
             if stopping:
                 break
@@ -279,9 +333,9 @@ class _Session:
                 break
         return records
 
-    def _end_of_epoch(self, log: RunLog, epoch: int, window: MetricWindow, seconds: float, timing: dict) -> dict:
-        """``seconds``: the epoch's training steps alone; the evaluation below is timed apart."""
-        step = int(self.step.numpy())
+    def _end_of_epoch(self, epoch: int, window: MetricWindow, seconds: float, timing: dict):
+        """The epoch's record and the monitor's adversarials (for the image grid), not yet logged.
+        ``seconds``: the epoch's training steps alone; the evaluation below is timed apart."""
         evaluation_started = time.perf_counter()
         test_acc = self._accuracy(self.dataset.test_images, self.dataset.test_labels)
         x_adv, diagnostics = [], []
@@ -300,9 +354,32 @@ class _Session:
                   **{f"train_{k}": v for k, v in window.summary().items()}}
         record["seconds_evaluating"] = time.perf_counter() - evaluation_started
         record["training_attack"] = self.defense.trains_on_attack
+        return record, x_adv
+
+    def _log_epoch(self, log: RunLog, record: dict, x_adv: np.ndarray) -> None:
+        step = int(self.step.numpy())
         log.scalars(step, {k: v for k, v in record.items() if k != "epoch" and not isinstance(v, bool)}, "epoch")
         log.event(step, "epoch_record", record)
         log.perturbation_grid(step, self.monitor_x[:_GRID_EXAMPLES], x_adv[:_GRID_EXAMPLES])
+
+    def _recover_epoch_end(self, log: RunLog, say) -> dict | None:
+        """A run stopped between an epoch's checkpoint and its record (a kill, a full disk) resumes
+        at that epoch's end without the record: measure it again from the restored weights, so the
+        matching and the report find every epoch. Returns the record, or None when none was missing."""
+        step = int(self.step.numpy())
+        if not self.chief or step == 0 or step % self.steps_per_epoch:
+            return None
+        if any(r.get("step") == step for r in rundir.read_metrics(self.run_dir, "epoch_record")):
+            return None
+        epoch = step // self.steps_per_epoch
+        record, x_adv = self._end_of_epoch(epoch - 1, MetricWindow(), 0.0,
+                                           {"partial": True, "includes_tracing": False, "recovered": True})
+        self._save_ema()  # the checkpoint's averaged weights, which the stopped run may not have exported
+        if self._reached_benign(record) or keeps_epoch(self.run_cfg.keep_checkpoints, epoch, self.train_cfg.epochs):
+            self._keep_epoch(epoch)
+        self._log_epoch(log, record, x_adv)
+        say(f"epoch {epoch}'s record was missing (the last run stopped after its checkpoint): measured again, "
+            f"test acc (EMA) {record['test_acc']:.4f}")
         return record
 
     def _distribute(self, batches: tf.data.Dataset):
@@ -325,24 +402,37 @@ class _Session:
         return correct / len(labels)
 
     def _save(self) -> None:
+        """A checkpoint of this step, then the averaged classifier alone (for evaluation without
+        rebuilding the defense). Free space is checked before each and a failed write leaves no
+        partial file: the caller logs what the checkpoint stands for only after it returns."""
         step = int(self.step.numpy())
         if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(f"-{step}"):
             return
-        self.manager.save(checkpoint_number=step)
-        if not self.chief:
-            return
-        # The averaged classifier alone, for evaluation without rebuilding the defense.
-        tmp = self.run_dir / ("tmp." + EMA_WEIGHTS_FILE)
-        self.ema.shadows["classifier"].save_weights(str(tmp))
-        tmp.replace(self.run_dir / EMA_WEIGHTS_FILE)
+        folder = self.checkpoint_dir
 
+        def leftovers():  # the saver's temporary folder, a half-merged checkpoint, a half-written index
+            return [*folder.glob("*_temp*"), *folder.glob(f"ckpt-{step}.*"), *folder.glob("checkpoint.tmp*")]
+
+        with writes.guarded(folder, f"the step-{step} checkpoint", self.checkpoint_bytes(), leftovers, _DISK_HINT):
+            self.manager.save(checkpoint_number=step)
+        if self.chief:
+            self._save_ema()
+
+    def _save_ema(self) -> None:
+        tmp = self.run_dir / ("tmp." + EMA_WEIGHTS_FILE)
+        with writes.guarded(self.run_dir / EMA_WEIGHTS_FILE, "the averaged classifier", self.ema_bytes(), [tmp],
+                            _DISK_HINT):
+            self.ema.shadows["classifier"].save_weights(str(tmp))
+            tmp.replace(self.run_dir / EMA_WEIGHTS_FILE)
 
     def _keep_epoch(self, epoch: int) -> None:
         folder = self.run_dir / EPOCHS_DIR
-        folder.mkdir(exist_ok=True)
         tmp = folder / f"tmp.{epoch_weights_name(epoch)}"
-        shutil.copyfile(self.run_dir / EMA_WEIGHTS_FILE, tmp)
-        tmp.replace(folder / epoch_weights_name(epoch))
+        with writes.guarded(folder / epoch_weights_name(epoch), f"epoch {epoch}'s averaged classifier",
+                            self.ema_bytes(), [tmp], _DISK_HINT):
+            folder.mkdir(exist_ok=True)
+            shutil.copyfile(self.run_dir / EMA_WEIGHTS_FILE, tmp)
+            tmp.replace(folder / epoch_weights_name(epoch))
 
 
 def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int):

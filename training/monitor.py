@@ -5,61 +5,103 @@ Every record goes to both sinks with its global step, so TensorBoard and a scrip
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from training.rundir import METRICS_FILE, drop_metrics_after, strict_json
+from training import writes
+from training.rundir import METRICS_FILE, TENSORBOARD_DIR, drop_metrics_after, metrics_records, strict_json
 
 
 class RunLog:
     """TensorBoard writer plus an append-only ``metrics.jsonl`` in the run directory; with no
-    directory (a multi-worker run's non-chief task) it records nothing."""
+    directory (a multi-worker run's non-chief task) it records nothing. Each (kind, step) record
+    is written once; a write that fails (a full disk) is a one-line WriteFailed and leaves no
+    half-written line."""
+
+    _HINT = "free space and give the same command: training resumes from its last checkpoint"
 
     def __init__(self, run_dir: Path | None, resume_at: int = 0):
-        """``resume_at``: the step the run resumes from; the log's records past it (written by a
+        """``resume_at``: the step the run starts from; the log's records past it (written by a
         part killed before its next checkpoint, and about to be trained again) are dropped, so
         every step is logged once."""
         self._run_dir = run_dir
         self._writer = None  # opened at the first summary: a process that trains nothing adds no event file
-        if run_dir is not None and resume_at > 0:
-            drop_metrics_after(run_dir, resume_at)
-        self._jsonl = None if run_dir is None else open(run_dir / METRICS_FILE, "a", encoding="utf-8")
+        self._jsonl = None
+        self._logged = set()
+        if run_dir is None:
+            return
+        drop_metrics_after(run_dir, resume_at)
+        self._logged = {(r.get("kind"), r.get("step")) for r in metrics_records(run_dir)}
+        path = run_dir / METRICS_FILE
+        with writes.guarded(path, path.name, hint=self._HINT):
+            self._jsonl = open(path, "a", encoding="utf-8")
 
     @property
     def writer(self):
         if self._writer is None:
-            self._writer = tf.summary.create_noop_writer() if self._run_dir is None else \
-                tf.summary.create_file_writer(str(self._run_dir / "tensorboard"))
+            if self._run_dir is None:
+                self._writer = tf.summary.create_noop_writer()
+            else:
+                folder = self._run_dir / TENSORBOARD_DIR
+                with writes.guarded(folder, "TensorBoard events", hint=self._HINT):
+                    self._writer = tf.summary.create_file_writer(str(folder))
         return self._writer
 
+    def _summaries(self):
+        return writes.guarded(self._run_dir / TENSORBOARD_DIR if self._run_dir else Path("."), "TensorBoard events",
+                              hint=self._HINT)
+
     def scalars(self, step: int, values: dict, prefix: str) -> None:
-        with self.writer.as_default(step=step):
+        with self._summaries(), self.writer.as_default(step=step):
             for key, value in values.items():
                 tf.summary.scalar(f"{prefix}/{key}", value)
         self.event(step, prefix, values)
 
     def event(self, step: int, kind: str, values: dict) -> None:
-        if self._jsonl is None:
+        if self._jsonl is None or (kind, int(step)) in self._logged:
             return
         record = {"step": int(step), "kind": kind, "time": round(time.time(), 3)}
         record.update({k: _jsonable(v) for k, v in values.items()})
-        self._jsonl.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
-        self._jsonl.flush()
+        line = json.dumps(strict_json(record), allow_nan=False) + "\n"
+        path = self._run_dir / METRICS_FILE
+        end = self._jsonl.tell()
+        try:
+            with writes.guarded(path, path.name, hint=self._HINT):
+                self._jsonl.write(line)
+                self._jsonl.flush()
+        except writes.WriteFailed:
+            with contextlib.suppress(OSError):  # no half line: cut the file back to its last whole record
+                os.truncate(path, end)
+            raise
+        self._logged.add((kind, int(step)))
 
     def perturbation_grid(self, step: int, x, x_adv, name: str = "perturbations") -> None:
-        with self.writer.as_default(step=step):
+        with self._summaries(), self.writer.as_default(step=step):
             tf.summary.image(name, perturbation_grid(x, x_adv)[None], max_outputs=1)
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-        if self._jsonl is not None:
-            self._jsonl.close()
+    def close(self, quietly: bool = False) -> None:
+        """Flushes and closes both sinks (again is harmless); ``quietly``: on an error path, where a
+        second failure would hide the first."""
+        writer, jsonl, self._writer, self._jsonl = self._writer, self._jsonl, None, None
+        try:
+            if writer is not None:
+                with self._summaries():
+                    writer.flush()
+                    writer.close()
+        except Exception:
+            if not quietly:
+                raise
+        finally:
+            if jsonl is not None:
+                with contextlib.suppress(OSError):
+                    jsonl.close()
 
 
 def perturbation_grid(x, x_adv) -> np.ndarray:

@@ -22,6 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from training import writes
+from training.lock import LOCK_FILE
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 EMA_WEIGHTS_FILE = "ema_classifier.weights.h5"
@@ -132,7 +135,7 @@ def check_run_dir(run_dir: Path, settings: dict, overwrite: bool, defaults: dict
     if not run_dir.exists() or overwrite:
         return False
     if not config_path.exists():
-        if any(run_dir.iterdir()):
+        if any(p.name != LOCK_FILE for p in run_dir.iterdir()):
             raise RunDirError(f"--run_dir {run_dir} exists and is not a run directory (no {CONFIG_FILE}): "
                               f"choose another --run_dir, or --overwrite to move it aside")
         return False
@@ -270,18 +273,18 @@ def seconds_per_epoch(run_dir: Path, batch_size: int, train_size: int | None) ->
 
 
 def drop_metrics_after(run_dir: Path, step: int) -> None:
-    """Rewrites metrics.jsonl (atomically) without the records past ``step`` and without a line
-    cut short by a kill: what a resumed run is about to train and log again."""
+    """Rewrites metrics.jsonl (atomically) without the records past ``step``, without the ``start``
+    record of an earlier part that began at ``step`` (the part about to start logs its own) and
+    without a line cut short by a kill: what a resumed run is about to train and log again."""
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return
     records = metrics_records(run_dir)
-    kept = [r for r in records if int(r.get("step", 0)) <= step]
+    kept = [r for r in records if int(r.get("step", 0)) < step
+            or int(r.get("step", 0)) == step and r.get("kind") != "start"]
     if len(kept) == len(path.read_text(encoding="utf-8").splitlines()):
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    writes.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept), path.name)
 
 
 def record_resumed_settings(run_dir: Path, settings: dict) -> dict:
@@ -361,10 +364,10 @@ def git_state() -> dict:
 
 def write_json_atomic(path: Path, obj) -> None:
     """Strict JSON (an undefined number is null, never NaN or Infinity, which other tools'
-    parsers reject), written to a temporary file and renamed, so a reader never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(strict_json(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    parsers reject), written to a temporary file and renamed, so a reader never sees half of it;
+    a failed write (a full disk) is a one-line WriteFailed and leaves no temporary file."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+    writes.atomic_write_text(Path(path), text, Path(path).name)
 
 
 def strict_json(obj):
