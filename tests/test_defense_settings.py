@@ -10,12 +10,12 @@ from training import rundir
 from training.config import DefenseConfig
 from training.defenses import NAMES, SETTINGS, marker, settings_class, title
 from training.defenses.settings import declared_fields
-from training.sweep import Sweep, sweepable
+from study.sweep import Sweep, sweepable
 
 
 def test_the_registry_loads_without_tensorflow():
     import subprocess
-    code = ("import sys, run, training.defenses, eval.report_tables; "
+    code = ("import sys, run, training.defenses, study.report_tables; "
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -78,7 +78,7 @@ def test_a_sweep_varies_any_setting_of_its_defense_only():
 
 
 def test_titles_and_markers_come_from_the_declarations():
-    from eval.report_tables import DEFENSE_TITLES
+    from study.report_tables import DEFENSE_TITLES
     assert DEFENSE_TITLES == {n: SETTINGS[n].title for n in NAMES} and list(DEFENSE_TITLES)[0] == "none"
     assert title("pgd") == "PGD-AT" and title("unknown") == "unknown"
     assert len({marker(n) for n in NAMES}) == len(NAMES)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import data
-from eval import evaluate_results, masking, report_curves
-from eval import report as report_mode
+from eval import evaluate_results, masking
+from study import report_curves
+from study import report as report_mode
 from eval.config import EvalConfig
 from eval.evaluate import evaluate
 from eval.metrics import Outcome, summarize

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 import data
-from eval import report as report_mode, suite
+from eval import suite
+from study import report as report_mode
 from eval.config import EvalConfig
-from eval.matching import closest_epoch, epoch_accuracies, kept_epochs, parse_target
+from study.matching import closest_epoch, epoch_accuracies, kept_epochs, parse_target
 from eval.runs import load_run
 from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
 from training import rundir
-from training.sweep import Sweep, dry_run, is_finished, progress, run_sweep
+from study.sweep import Sweep, dry_run, is_finished, progress, run_sweep
 from tests.test_cli import assert_one_line_error, run_py
 
 QUIET = dict(say=lambda *_: None)
@@ -172,7 +173,7 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     assert cost["unrecorded"] == 0
     assert "## Evaluation cost" in markdown and f"the evaluation {cost['hours']:.2f} h of attack time" in markdown
     # report.json stores its keys sorted (fgm before none); rebuilt from it, the report reads the same.
-    from eval import report_claims
+    from study import report_claims
     assert report_claims.markdown(json.loads((out / "report.json").read_text())) == markdown
 
     def no_crafting(*args, **kwargs):
@@ -251,7 +252,7 @@ def test_sweep_and_report_command_line_errors(tmp_path):
 
 def test_the_plots_draw_defenses_run_at_a_single_setting(tmp_path):
     """A defense trained at one value (no sweep) has no swept value to label its points with."""
-    from eval import report_curves as curves
+    from study import report_curves as curves
 
     def point(defense, value, seed, benign, rho):
         return {"defense": defense, "value": value, "seed": seed, "run": f"{defense}-seed{seed}",
@@ -268,7 +269,7 @@ def test_the_plots_draw_defenses_run_at_a_single_setting(tmp_path):
 
 
 def test_a_one_seed_comparison_goes_by_sign_and_says_so():
-    from eval import report_claims as claims
+    from study import report_claims as claims
     diff, margin = claims.compare((0.5, 0.0), (0.7, 0.0), 1, 3)
     assert diff == pytest.approx(-0.2) and claims.verdict(diff, margin) == "contradicted (one seed)"
     assert claims.verdict(*claims.compare((0.5, 0.01), (0.7, 0.02), 3, 3)) == "contradicted"
@@ -305,7 +306,7 @@ def test_the_report_groups_a_defenses_variants_apart_and_sweeps_within_each():
 
 
 def test_a_sweep_names_a_variant_beside_its_value():
-    from training.sweep import plan
+    from study.sweep import plan
     cfg = DefenseConfig("pgn", pgn_grad_scale="unit", c_l=0.3)
     assert cfg.variant() == {"pgn_grad_scale": "unit"} and DefenseConfig("pgn").variant() == {}
     names = [p.run_dir.name for p in plan(Path("r"), "pgn", Sweep.parse("c_l=0.3,1"), (0,), cfg.variant())]
@@ -317,7 +318,7 @@ def test_a_sweep_names_a_variant_beside_its_value():
 
 
 def test_each_pgn_variant_is_judged_on_the_papers_claims_and_by_autoattack():
-    from eval import report_claims as claims
+    from study import report_claims as claims
 
     def row(seed, cw, aa, fgm=0.4):
         return {"seed": seed, "benign_accuracy": 0.7, "seconds_per_epoch": 10.0, "masking_checks": [],
@@ -338,8 +339,8 @@ def test_each_pgn_variant_is_judged_on_the_papers_claims_and_by_autoattack():
 
 
 def test_table2_says_over_how_many_seeds_a_column_is_and_shows_one_value_without_a_spread():
-    from eval import report_claims as claims
-    from eval.report_tables import aggregate_table
+    from study import report_claims as claims
+    from study.report_tables import aggregate_table
 
     def row(seed, fgm, black=None):
         attack = {"white": {"accuracy": fgm}, **({"black": {"accuracy": black}} if black is not None else {})}
@@ -350,7 +351,7 @@ def test_table2_says_over_how_many_seeds_a_column_is_and_shows_one_value_without
              "pgd": {"label": "PGD-AT", "rows": [row(0, 0.42, black=0.70)]}}
     agg = aggregate_table(table)
     assert agg["fgm"]["counts"]["fgm_black"] == 1 and agg["fgm"]["counts"]["fgm_acc"] == 2
-    from eval.report_tables import TABLE_COLUMNS
+    from study.report_tables import TABLE_COLUMNS
     lines = {l.split(" | ")[0]: l for l in claims.table2_lines(agg, TABLE_COLUMNS)}
     assert "| 0.420 ± 0.028 |" in lines["| FGM-AT"] and "| 0.690 (1 of 2) |" in lines["| FGM-AT"]
     assert "±" not in lines["| PGD-AT"] and "| 0.420 |" in lines["| PGD-AT"]
@@ -362,8 +363,8 @@ def test_table2_says_over_how_many_seeds_a_column_is_and_shows_one_value_without
 def test_a_report_without_a_source_still_says_which_run_its_earlier_black_box_columns_came_from():
     """A session on a new machine reports without --source_run; rows an earlier report evaluated
     with one keep their black-box numbers, and the protocol still names the run they were crafted on."""
-    from eval import report_claims as claims
-    from eval import report_prior
+    from study import report_claims as claims
+    from study import report_prior
 
     def row(run, black):
         attack = {"white": {"accuracy": 0.5}, **({"black": {"accuracy": 0.7}} if black else {})}
@@ -443,8 +444,8 @@ def test_the_report_completes_autoattack_to_the_standard_version_on_a_subset(tmp
 
 
 def test_the_paired_comparison_counts_discordant_images_seed_by_seed():
-    from eval import report_claims as claims
-    from eval.report_tables import paired, sign_test
+    from study import report_claims as claims
+    from study.report_tables import paired, sign_test
 
     assert sign_test(5, 0) == sign_test(0, 5) == 2 / 32 and sign_test(0, 0) == 1.0 and sign_test(3, 3) == 1.0
     assert abs(sign_test(15, 32) - 0.018624) < 1e-6
@@ -461,7 +462,7 @@ def test_the_paired_comparison_counts_discordant_images_seed_by_seed():
 
 
 def test_the_evaluation_cost_counts_each_attack_once_as_recorded():
-    from eval.report_tables import evaluation_cost
+    from study.report_tables import evaluation_cost
 
     def row(black_seconds, standard=None):
         return {"attacks": {"fgm": {"white": {"seconds": 2.0}, "black": {"seconds": black_seconds}},
@@ -538,7 +539,7 @@ def test_a_report_grows_from_an_earlier_one_whose_runs_lost_their_weights(tiny_f
 
 
 def test_figure5s_claim_compares_the_curves_where_their_benign_accuracies_overlap():
-    from eval import report_claims as claims
+    from study import report_claims as claims
 
     def point(group, value, benign, rho):
         return {"defense": group.split("[")[0], "group": group, "value": value, "benign_accuracy": benign,

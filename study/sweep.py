@@ -154,35 +154,43 @@ def dry_run(root: str, sweep: Sweep, seeds: tuple[int, ...], data_cfg, train_cfg
         train_over, defense_over = _overrides(planned_run, sweep)
         run_train = dataclasses.replace(train_cfg, **train_over)
         run_defense = dataclasses.replace(defense_cfg, **defense_over)
-        done = progress(planned_run.run_dir, run_train.epochs, stop_at_benign)
-        status[str(planned_run.run_dir)] = done["state"]
-        line = f"[{i}/{len(planned)}] {planned_run.run_dir}: {done['state']}"
-        if done["state"] == "finished":
-            say(line)
-            continue
-        if done["state"] == "partial":
-            line += f" ({done['epochs_done']} of {run_train.epochs} epochs done, checkpoint at step {done['step']})"
-        settings = rundir.flatten_settings(data=data_cfg, train=run_train, defense=run_defense.resolved())
-        swept = None if sweep.name is None else next(k for k in settings if k.split(".", 1)[1] == sweep.name)
-        like = _like(Path(root), planned_run, settings, swept)
-        if like is None:
+        state, text, hours = estimate(Path(root), planned_run, sweep.name, data_cfg, run_train, run_defense,
+                                      stop_at_benign)
+        status[str(planned_run.run_dir)] = state
+        say(f"[{i}/{len(planned)}] {planned_run.run_dir}: {text}")
+        if hours is None and state != "finished":
             unknown += 1
-            say(f"{line}; no estimate (no run under the root trains like it yet)")
-            continue
-        source, seconds = like
-        epochs_left, until = done["epochs_left"], ""
-        reached = _first_epoch_reaching(source, stop_at_benign) if stop_at_benign else None
-        if reached is not None:  # it stops about where the run it is estimated from reached the accuracy
-            epochs_left = max(reached - (run_train.epochs - done["epochs_left"]), 0.0)
-            until = f", to epoch {reached}, where {source.name} reached benign accuracy {stop_at_benign:g}"
-        hours = epochs_left * seconds / 3600
-        left += hours
-        say(f"{line}; about {hours:.2f} h of training left at {seconds:.1f} s an epoch"
-            + ("" if source == planned_run.run_dir else f" (as {source.name})") + until)
+        left += hours or 0.0
     say(f"dry run: {sum(s != 'finished' for s in status.values())} of {len(status)} run(s) to train, about "
         f"{left:.2f} h" + (f" and {unknown} without an estimate" if unknown else "") + " (epochs at their step rate, "
         f"without the per-epoch evaluation)")
     return status
+
+
+def estimate(root: Path, planned_run: PlannedRun, swept: str | None, data_cfg, run_train: TrainConfig,
+             run_defense: DefenseConfig, stop_at_benign: float = 0.0) -> tuple[str, str, float | None]:
+    """(state, what to say after the run's name, training hours left or None without an estimate)
+    of one planned run: see ``dry_run``."""
+    done = progress(planned_run.run_dir, run_train.epochs, stop_at_benign)
+    line = done["state"]
+    if done["state"] == "finished":
+        return done["state"], line, 0.0
+    if done["state"] == "partial":
+        line += f" ({done['epochs_done']} of {run_train.epochs} epochs done, checkpoint at step {done['step']})"
+    settings = rundir.flatten_settings(data=data_cfg, train=run_train, defense=run_defense.resolved())
+    key = None if swept is None else next(k for k in settings if k.split(".", 1)[1] == swept)
+    like = _like(Path(root), planned_run, settings, key)
+    if like is None:
+        return done["state"], f"{line}; no estimate (no run under the root trains like it yet)", None
+    source, seconds = like
+    epochs_left, until = done["epochs_left"], ""
+    reached = _first_epoch_reaching(source, stop_at_benign) if stop_at_benign else None
+    if reached is not None:  # it stops about where the run it is estimated from reached the accuracy
+        epochs_left = max(reached - (run_train.epochs - done["epochs_left"]), 0.0)
+        until = f", to epoch {reached}, where {source.name} reached benign accuracy {stop_at_benign:g}"
+    hours = epochs_left * seconds / 3600
+    return done["state"], (f"{line}; about {hours:.2f} h of training left at {seconds:.1f} s an epoch"
+                           + ("" if source == planned_run.run_dir else f" (as {source.name})") + until), hours
 
 
 def _first_epoch_reaching(run_dir: Path, accuracy: float) -> int | None:

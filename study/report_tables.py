@@ -13,7 +13,7 @@ DEFENSE_TITLES = {name: settings.title for name, settings in SETTINGS.items()}
 
 
 def base_defense(group: str) -> str:
-    """The defense of a report group: "pgn[pgn_grad_scale=unit]" -> "pgn" (eval.report.group)."""
+    """The defense of a report group: "pgn[pgn_grad_scale=unit]" -> "pgn" (study.report.group)."""
     return group.split("[", 1)[0]
 
 

@@ -7,7 +7,7 @@ setting their sweep varied, and:
 
 1. matches benign accuracy: for each run at a defense's *table point* (its value with the most
    seeds), picks the kept epoch whose recorded benign accuracy is closest to the target
-   (``eval.matching``), and evaluates those checkpoints with every attack (Table 2);
+   (``study.matching``), and evaluates those checkpoints with every attack (Table 2);
 2. evaluates CW-L2 on each run's final weights and draws benign accuracy against rho_cw, one
    line per defense across its sweep, error bars over seeds (Figure 5), and the Figure 2 pair
    for FGM-AT (its sweep; one run over epochs);
@@ -30,17 +30,17 @@ from pathlib import Path
 import numpy as np
 
 import data
-from eval import autoattack_eval, report_claims, report_curves, report_prior
+from eval import autoattack_eval
 from eval.config import DEFAULT_ATTACKS, EvalConfig
 from eval.evaluate import evaluate_target
-from eval.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
 from eval.metrics import summarize
 from eval.runs import TrainedRun, load_run
-from eval.report_tables import DEFENSE_TITLES, evaluation_cost, group_title
 from eval.suite import LoadedRun, outcome
-from training.rundir import (CONFIG_FILE, RunDirError, default_settings, git_state, move_aside, package_versions,
-                             read_config, write_json_atomic)
-from training.rundir import finished_event
+from study import report_claims, report_curves, report_prior
+from study.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
+from study.report_tables import DEFENSE_TITLES, evaluation_cost, group_title
+from training.rundir import (CONFIG_FILE, RunDirError, default_settings, finished_event, git_state, move_aside,
+                             package_versions, read_config, write_json_atomic)
 
 REPORT_DIR = "report"
 # What a report was asked for and made from; a report that differs in any of these is kept aside.
@@ -83,14 +83,17 @@ class StudyRun:
 
 def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", tolerance: float = 0.01,
                  curve_test_limit: int = 0, say=print, figure2_epochs: int = 6, autoattack_complete: int = 0,
-                 prior_reports=()) -> dict:
+                 prior_reports=(), only: str | None = None) -> dict:
     """``curve_test_limit``: CW-L2 for the curves on a fixed random subset of this many of the test
     images (0: all of them); the curves' benign accuracy is the one training recorded on all.
     ``figure2_epochs``: Figure 2's FGM-AT run over at most this many of its kept epochs.
     ``autoattack_complete``: on a fixed random subset of this many test images of every table run,
     the standard AutoAttack's remaining attacks after the custom one's (autoattack_eval.standard_completion).
     ``prior_reports``: earlier reports' report.json, whose numbers stand in for the runs under
-    ``root`` that hold their training log but no weights (eval.report_prior)."""
+    ``root`` that hold their training log but no weights (study.report_prior).
+    ``only``: evaluate the run of that name alone (its Table 2 row, curve point and Figure 2
+    epochs, into its cache) and write no report: one of a study's evaluation jobs
+    (``evaluation_keys`` says which runs have one)."""
     if not root:
         raise ValueError("--mode report needs --root DIR, the directory of a sweep's runs")
     target_spec = parse_target(match_benign)
@@ -105,19 +108,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
         raise ValueError("--autoattack_complete: the standard AutoAttack already runs every attack on every image; "
                          "give --autoattack_version custom --autoattack_attacks apgd-ce,apgd-t")
     started = time.monotonic()
-    runs, unfinished = discover(Path(root))
-    source = load_run(cfg.source_run) if cfg.source_run else None
-    if source is not None:  # the black-box source is an independent run, not one of the table's
-        runs = [r for r in runs if r.run.run_dir.resolve() != source.run_dir.resolve()]
-        if not runs:
-            raise RunDirError(f"--root {root} holds no finished run besides --source_run {cfg.source_run}")
-    groups = group(runs)
-    table_runs = {d: table_point(rs) for d, rs in groups.items()}
-    early = [r.run.name for r in runs if r.finished_early]
-    if early and not isinstance(target_spec, float):
-        raise RunDirError(f"--match_benign {match_benign} compares final accuracies, but {', '.join(early[:3])} "
-                          f"finished early (--stop_at_benign): give the benign accuracy to match as a number")
-    target = resolve_target(target_spec, table_runs)
+    runs, unfinished, source, groups, table_runs, early, target = plan(root, cfg, match_benign)
     subsets = recorded_subsets(runs)
     if len(subsets) > 1:
         shown = "; ".join(f"{what}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
@@ -165,6 +156,8 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
             match = closest_epoch(member.accuracies, member.kept or [max(member.accuracies)], target, tolerance)
             epoch = match.epoch if member.kept else None
             say(f"table: {member.run.name} at epoch {match.epoch} (recorded benign accuracy {match.accuracy:.3f})")
+            if only is not None and member.run.name != only:
+                continue
             if not member.has_weights:
                 rows.append({**report_prior.table_row(priors, member.run.run_dir, epoch), "match": _match_dict(match)})
                 continue
@@ -187,6 +180,8 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
 
     points = []
     for member in (m for members in groups.values() for m in members if not m.finished_early):
+        if only is not None and member.run.name != only:
+            continue
         cw = curve_cw(member.run) if member.has_weights else report_prior.curve_point(priors, member.run.run_dir)["cw"]
         points.append({"defense": member.defense, "group": member.group, "swept": member.swept, "value": member.value,
                        "seed": member.seed, "run": member.run.name,
@@ -199,10 +194,12 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
         epochs = spaced(first.kept, figure2_epochs)
         if not first.has_weights:
             over_epochs = report_prior.over_epochs(priors, first.run.run_dir, epochs)
-        for epoch in epochs if first.has_weights else ():
+        for epoch in epochs if first.has_weights and only in (None, first.run.name) else ():
             over_epochs.append({"epoch": epoch, "benign_accuracy": first.accuracies[epoch],
                                 "cw": curve_cw(load_run(first.run.run_dir, epoch))})
 
+    if only is not None:
+        return {}
     attack_over_epochs = {key: _attack_over_epochs(min(members, key=lambda r: r.seed))
                           for key, members in table_runs.items()}
     costs = {key: _cost(members) for key, members in groups.items()}
@@ -231,6 +228,25 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     (out_dir / "report.md").write_text(report_claims.markdown(report))
     say(f"wrote {out_dir / 'report.md'}, report.json and {len(report['plots'])} plot(s)")
     return report
+
+
+def plan(root: str, cfg: EvalConfig, match_benign: str) -> tuple:
+    """What a report compares: (finished runs but the source, unfinished run folders, the source
+    run or None, groups, each group's table runs, runs finished early, the benign accuracy to match)."""
+    target_spec = parse_target(match_benign)
+    runs, unfinished = discover(Path(root))
+    source = load_run(cfg.source_run) if cfg.source_run else None
+    if source is not None:  # the black-box source is an independent run, not one of the table's
+        runs = [r for r in runs if r.run.run_dir.resolve() != source.run_dir.resolve()]
+        if not runs:
+            raise RunDirError(f"--root {root} holds no finished run besides --source_run {cfg.source_run}")
+    groups = group(runs)
+    table_runs = {d: table_point(rs) for d, rs in groups.items()}
+    early = [r.run.name for r in runs if r.finished_early]
+    if early and not isinstance(target_spec, float):
+        raise RunDirError(f"--match_benign {match_benign} compares final accuracies, but {', '.join(early[:3])} "
+                          f"finished early (--stop_at_benign): give the benign accuracy to match as a number")
+    return runs, unfinished, source, groups, table_runs, early, resolve_target(target_spec, table_runs)
 
 
 def subset(n: int, size: int) -> np.ndarray:

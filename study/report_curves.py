@@ -7,7 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
-from eval.report_tables import base_defense, curve_by_defense, group_title  # noqa: E402
+from study.report_tables import base_defense, curve_by_defense, group_title  # noqa: E402
 from training.defenses import marker  # noqa: E402  (each defense declares its plot marker)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from training import rundir
 
-from eval import report_prior
-from eval.report_tables import (COST_COLUMNS, TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense,
+from study import report_prior
+from study.report_tables import (COST_COLUMNS, TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense,
                                 evaluation_cost, group_title, in_table_order, paired, rho_at)
 
 # The paper's CIFAR-10 Table 3 (this reproduction's dataset) and CIFAR-100 Table 2, from methods.md.

@@ -1,0 +1,43 @@
+"""``run.py --mode study --status``: where a study stands, training nothing.
+
+Each run: finished, how far it got, whether a process holds it now and where (its lock), and the
+training hours it has left at the step rate of a run under the root that trains as it would
+(``study.sweep.estimate``); then the evaluations done and the report. Reads files only, so it
+answers for a study running on a cluster from any machine that mounts its root.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import data
+from study import jobs
+from study.spec import Spec
+from study.sweep import estimate
+from training import lock
+from training.config import DefenseConfig, TrainConfig
+
+
+def show_status(spec: Spec, root: str, say=print) -> None:
+    root_path = Path(root).absolute()
+    runs = spec.runs(root_path)
+    left, unknown, running, finished = 0.0, 0, 0, 0
+    for i, run in enumerate(runs, 1):
+        configs = spec.configs(run)
+        state, text, hours = estimate(root_path, run.planned, run.arm.sweep.name if run.arm else None,
+                                      data.DataConfig(**configs["data"]), TrainConfig(**configs["train"]),
+                                      DefenseConfig(**configs["defense"]), run.stop_at_benign)
+        holder = lock.holder(run.planned.run_dir) if run.planned.run_dir.is_dir() else None
+        if holder:
+            running += 1
+            attempt = jobs.read_state(root_path, "train", run.name) or {}
+            text += f"; running now ({holder}" + (f", node {attempt['node']}" if attempt.get("node") else "") + ")"
+        finished += state == "finished"
+        unknown += hours is None
+        left += hours or 0.0
+        say(f"[{i}/{len(runs)}] {run.name}: {text}")
+    evaluated = sorted(p.name for p in (root_path / jobs.STATE_DIR).glob("evaluated-*.json"))
+    report = root_path / "report" / "report.md"
+    say(f"status: {finished} of {len(runs)} run(s) trained, {running} running now, about {left:.2f} h of training "
+        f"left" + (f" and {unknown} run(s) without an estimate" if unknown else "") + f" (at the runs' step rates, "
+        f"one job at a time; divide by the jobs that run at once); {len(evaluated)} run(s) evaluated; report "
+        + (f"at {report}" if report.exists() else "not written yet"))
