@@ -26,7 +26,7 @@ from training.defenses import NAMES as DEFENSE_NAMES, SETTINGS as DEFENSE_SETTIN
 from training.defenses.settings import declared_fields  # noqa: E402
 from training import stderr_filter  # noqa: E402
 
-MODES = ("train", "eval", "sweep", "report")
+MODES = ("train", "eval", "sweep", "report", "study")
 EXIT_BAD_INPUT = 2
 
 FLAGS = flags.FLAGS
@@ -118,6 +118,17 @@ flags.DEFINE_integer("autoattack_complete", 0, "report with --autoattack_version
                      "robust accuracy there.", lower_bound=0)
 flags.DEFINE_float("match_tolerance", 0.01, "report: a matched checkpoint further than this from the target is "
                    "reported as unmatched.")
+# Studies (--mode study): a spec file (studies/*.toml) run on an engine
+flags.DEFINE_string("spec", None, "study: the study's spec (TOML; docs/studies.md), e.g. studies/smoke.toml.")
+flags.DEFINE_enum("engine", "local", ["local", "ray"], "study: local (one job at a time on this machine) or ray "
+                  "(each training run and evaluation a Ray task).")
+flags.DEFINE_string("ray_address", None, "study --engine ray: auto or HOST:PORT of a running Ray cluster to join "
+                    "(default: start a Ray instance on this machine).")
+flags.DEFINE_float("cpus_per_run", None, "study: CPUs (and TensorFlow threads) per job (default: every core "
+                   "with --engine local, 1 with --engine ray).")
+flags.DEFINE_float("gpus_per_run", 0.0, "study --engine ray: GPUs per job.")
+flags.DEFINE_boolean("status", False, "study: train nothing; say what is done, what is running where, what is "
+                     "left and the hours it needs.")
 # Evaluation (--mode eval): the paper's Table 1 attack settings by default
 _EVAL = EvalConfig(run_dirs=())
 flags.DEFINE_list("attacks", list(DEFAULT_ATTACKS), f"eval: attacks to run, from {','.join(ATTACKS)}.")
@@ -276,6 +287,8 @@ def main(argv):
         _fail(f"unexpected argument {argv[1]!r}: every setting is a --flag (see --help)")
     logging.set_verbosity(logging.ERROR)  # tfds warns about every unprepared folder it probes
     _check_finite_flags()
+    if FLAGS.mode == "study":
+        return _study()
     if FLAGS.dry_run and FLAGS.mode != "sweep":
         _fail(f"--dry_run lists what a sweep would train: use it with --mode sweep, not --mode {FLAGS.mode}")
     if FLAGS.mode == "eval":
@@ -322,7 +335,7 @@ def _train():
 
 
 def _sweep():
-    from training.sweep import Sweep, dry_run, run_sweep
+    from study.sweep import Sweep, dry_run, run_sweep
 
     def sweep():
         if FLAGS.run_dir:
@@ -369,13 +382,41 @@ def _used_flags() -> dict:
 
 
 def _report():
-    from eval.report import build_report
+    from study.report import build_report
     try:
         build_report(FLAGS.root, _eval_config(), FLAGS.match_benign, FLAGS.match_tolerance, FLAGS.curve_test_limit,
                      figure2_epochs=FLAGS.figure2_epochs, autoattack_complete=FLAGS.autoattack_complete,
                      prior_reports=FLAGS.prior_report or ())
     except ValueError as err:
         _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+def _study():
+    """A study: its spec read and checked first (one line and exit 2 for any fault, nothing
+    started), then its jobs on the engine (study/runner.py)."""
+    from study.engines import EngineError
+    from study.spec import SpecError, load
+
+    if not FLAGS.spec or not FLAGS.root:
+        _fail("--mode study needs --spec FILE (studies/*.toml) and --root DIR (where its runs live)")
+    given = [f"--{n}" for n in ("run_dir", "preset", "sweep", "seeds") if FLAGS[n].present]
+    if given:
+        _fail(f"--mode study takes its settings from --spec {FLAGS.spec}, not {given[0]}")
+    _load_tensorflow()  # the spec's checks read the defenses' declarations, which load it
+    try:
+        spec = load(FLAGS.spec, FLAGS.dataset if FLAGS["dataset"].present else None)
+        if FLAGS.status:
+            from study.status import show_status
+            return show_status(spec, FLAGS.root)
+        from study.runner import Options, run_study
+        options = Options(FLAGS.engine, FLAGS.ray_address, FLAGS.cpus_per_run, FLAGS.gpus_per_run)
+        signal.signal(signal.SIGTERM, _interrupt)
+        code = run_study(spec, FLAGS.root, options)
+    except (SpecError, EngineError) as err:
+        _fail(str(err))
+    except ValueError as err:
+        _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
