@@ -41,7 +41,7 @@ chunks in Python, so inside a tf.function x needs a known batch size to be chunk
 one runs as one chunk).
 
 The model runs on float32 inputs and its logits are cast to float32: under mixed_float16 CW
-fails outright on float16 logits (methods.md section 5).
+fails outright on float16 logits (docs/methods.md section 5).
 """
 
 import numbers

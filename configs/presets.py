@@ -2,7 +2,7 @@
 
 paper  The paper's Table 1: full-width classifier, batch 128, Adam 5e-4, EMA 0.998, 200 epochs,
        all of the training set. ``python run.py --mode train --defense pgd --preset paper``.
-cpu    Sized for a 2-core CPU: see the README for what it reaches on the CIFAR-10 copy.
+cpu    Sized for a 2-core CPU: see docs/training.md (Presets) for what it reaches on the CIFAR-10 copy.
 cpu_repro  The CPU-scale reproduction of Tables 2-3 and Figure 5 (scripts/cpu_repro.sh,
        docs/results/cifar10-cpu/): 20,000 training images without augmentation, 6 epochs, every
        epoch's EMA classifier kept for benign-accuracy matching, a 500-image test subset.

@@ -1,5 +1,5 @@
 """The evaluation protocol's settings; defaults are the paper's (Table 1, section 4.2) and the
-CleverHans v3 defaults its reference code used (methods.md section 2)."""
+CleverHans v3 defaults its reference code used (docs/methods.md section 2)."""
 from __future__ import annotations
 
 import dataclasses

@@ -50,7 +50,7 @@ class TrainedRun:
 
     def build_classifier(self) -> keras.Model:
         """The EMA classifier in float32, whatever the run trained in: float16 gradients vanish for
-        confident models and would overstate robustness (methods.md section 5)."""
+        confident models and would overstate robustness (docs/methods.md section 5)."""
         previous = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("float32")
         try:

@@ -1,4 +1,4 @@
-"""The attacker network A of L2L ("Learning to Defend by Learning to Attack", methods.md section 3).
+"""The attacker network A of L2L ("Learning to Defend by Learning to Attack", docs/methods.md section 3).
 
 Three sizes, as the public L2L code's ``attacker.py`` defines them (``size``):
 

@@ -1,4 +1,4 @@
-"""RvS's perturbation generator: noise in, a raw perturbation out (methods.md section 4).
+"""RvS's perturbation generator: noise in, a raw perturbation out (docs/methods.md section 4).
 
 As the RvS public code builds it (model.py, ``attack``), for an H x W x C image (H, W divisible by 4):
 

@@ -18,7 +18,7 @@ from study import report_prior
 from study.report_tables import (COST_COLUMNS, TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense,
                                 evaluation_cost, group_title, in_table_order, paired, rho_at)
 
-# The paper's CIFAR-10 Table 3 (this reproduction's dataset) and CIFAR-100 Table 2, from methods.md.
+# The paper's CIFAR-10 Table 3 (this reproduction's dataset) and CIFAR-100 Table 2, from docs/methods.md section 2.
 PAPER_TABLE3 = {  # FGM acc, MIM acc, DeepFool mean L2, CW mean L2, benign, s/epoch
     "none": dict(fgm_acc=0.293, mim_acc=0.094, deepfool_mean=0.213, cw_mean=0.174, benign=0.919, seconds_per_epoch=8.3),
     "fgm": dict(fgm_acc=0.634, mim_acc=0.554, deepfool_mean=0.514, cw_mean=0.420, benign=0.918, seconds_per_epoch=25.1),

@@ -9,7 +9,7 @@ import tensorflow as tf
 import attacks
 from attacks import cw as cw_module
 
-# The PGN paper's evaluation settings (methods.md section 2), CleverHans v3's defaults otherwise.
+# The PGN paper's evaluation settings (docs/methods.md section 2), CleverHans v3's defaults otherwise.
 PAPER = dict(max_iterations=100, binary_search_steps=5, learning_rate=5e-3, initial_const=1e-2,
              confidence=0.0, abort_early=True)
 AFFINE_SHAPE = (4, 4, 3)

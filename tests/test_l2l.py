@@ -1,4 +1,4 @@
-"""The L2L attacker network and the L2L defense's step (methods.md section 3)."""
+"""The L2L attacker network and the L2L defense's step (docs/methods.md section 3)."""
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,4 @@
-"""RvS (methods.md section 4): the entropic OT distance, the noise generator and the two-player step."""
+"""RvS (docs/methods.md section 4): the entropic OT distance, the noise generator and the two-player step."""
 from __future__ import annotations
 
 import keras

@@ -49,11 +49,11 @@ def make_strategy(name: str, cpu_replicas: int = 2) -> tf.distribute.Strategy:
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise StrategyError("--strategy multi_worker needs TF_CONFIG (the cluster and this worker's task): "
-                                "see the README's two-worker example")
+                                "see docs/distribute.md's two-worker example")
         try:
             json.loads(os.environ["TF_CONFIG"])
         except ValueError:
-            raise StrategyError("TF_CONFIG is not valid JSON: see the README's two-worker example") from None
+            raise StrategyError("TF_CONFIG is not valid JSON: see docs/distribute.md's two-worker example") from None
         if not tf.config.list_physical_devices("GPU"):
             split_cpu(1)
         return tf.distribute.MultiWorkerMirroredStrategy()

@@ -1,6 +1,6 @@
 """Entropic optimal transport between two equal-sized batches of features (RvS's regulariser).
 
-methods.md section 4: squared-Euclidean cost, uniform marginals, entropic eps 0.01, 100
+docs/methods.md section 4: squared-Euclidean cost, uniform marginals, entropic eps 0.01, 100
 log-domain Sinkhorn iterations, differentiated through; the value is sum(plan * cost), without
 the entropy term. The RvS public code (model.py, ``sinkhorn_loss``, after jaberkow's
 TensorFlowSinkhorn) runs the same iterations on the raw cost, which is this module's default.
@@ -69,7 +69,7 @@ def sinkhorn_plan(cost, epsilon=0.01, iterations=100, cost_normalization=None) -
 
 def sinkhorn_cost(a_features, b_features, epsilon=0.01, iterations=100,
                   cost_normalization=None) -> tf.Tensor:
-    """RvS's OT distance (methods.md section 4): sum(plan * C), C squared-Euclidean between the
+    """RvS's OT distance (docs/methods.md section 4): sum(plan * C), C squared-Euclidean between the
     rows of ``a_features`` [n, d] and ``b_features`` [m, d], plan from ``sinkhorn_plan``. A float32
     scalar, differentiable in both feature sets."""
     cost = squared_euclidean_cost(a_features, b_features)

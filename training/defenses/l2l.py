@@ -1,4 +1,4 @@
-"""``--defense l2l``: learning to defend by learning to attack (Jiang et al.; methods.md section 3).
+"""``--defense l2l``: learning to defend by learning to attack (Jiang et al.; docs/methods.md section 3).
 
 An attacker network A (``models/attacker.py``) replaces PGD's inner loop: it maps the image and
 the classifier's input gradient to a perturbation in the eps-ball, and it is trained, like a GAN's

@@ -1,4 +1,4 @@
-"""``--defense l2l``'s declaration (training/defenses/l2l.py; methods.md section 3).
+"""``--defense l2l``'s declaration (training/defenses/l2l.py; docs/methods.md section 3).
 
 ``l2l_attacker`` defaults to ``wide``: every public training script (YuyangShi/Learning-to-Defend-
 by-Learning-to-Attack, ``train_l2l_{1,2}[_interp]_cifar10.py``) builds ``WideAttacker``, and it is

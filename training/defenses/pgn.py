@@ -12,7 +12,7 @@ Adam step for each network from its own tape, touching only its own variables.
   pass of G and of F on x_adv, from the weights before either update.
 - ``alternating``: a generator step, then the classifier step on a fresh x_adv from the updated
   generator: one more forward pass of G and of F per batch.
-Measured (README, "Choosing PGN's update order"): with ``--preset cpu`` on the CIFAR-10 JPEG copy
+Measured (docs/defenses.md, "Choosing PGN's update order"): with ``--preset cpu`` on the CIFAR-10 JPEG copy
 both orders reach the same benign accuracy (0.533 after 15 epochs, 2,000 test images), while a
 simultaneous step costs 0.81x-0.90x an alternating one (benchmarks/step_time.py), so the
 cheaper order, which is also the reference code's, is the default.
@@ -23,7 +23,7 @@ F's gradient also flows through G's gradient input (a second-order term); the re
 ``fixed`` holds x_adv constant in F's update, the cheaper first-order approximation: on the
 CIFAR-10 JPEG copy (width 0.25, 10k images, 6 epochs) the extra term was 2-5e-4 of the first-order
 gradient, the two trained to the same CW-L2 distance within 0.004, and the second-order step costs
-1.5x (methods.md section 6).
+1.5x (docs/methods.md section 6).
 
 ``--pgn_grad_scale``: the paper's and reference code's gradient input is d/dx of the *batch mean*
 of F(x)_y (``batch_mean``), so each example's gradient carries a 1/B factor (per-pixel RMS 2.5e-5 at
@@ -34,7 +34,7 @@ when the gradient input is zeroed.
 
 ``--gen_init``: G's kernel initialiser; Keras's glorot_uniform by default, the reference's he_normal
 (Keras's, a truncated normal) as an option: it gave about twice the initial perturbation and did not
-change the result at CPU scale (methods.md section 6).
+change the result at CPU scale (docs/methods.md section 6).
 """
 from __future__ import annotations
 

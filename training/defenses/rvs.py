@@ -1,4 +1,4 @@
-"""``--defense rvs``: robustness via synthesis (Baytas & Deb; methods.md section 4).
+"""``--defense rvs``: robustness via synthesis (Baytas & Deb; docs/methods.md section 4).
 
 A generator G turns noise z ~ N(0, I) into a perturbation; no gradient of the classifier F is
 used to craft it. Per example (``synthesize``):

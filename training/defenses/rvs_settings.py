@@ -1,4 +1,4 @@
-"""``--defense rvs``'s declaration (training/defenses/rvs.py; methods.md section 4)."""
+"""``--defense rvs``'s declaration (training/defenses/rvs.py; docs/methods.md section 4)."""
 from __future__ import annotations
 
 import dataclasses
