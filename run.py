@@ -41,6 +41,8 @@ flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir holding a pr
 flags.DEFINE_string("cache_dir", None, "Decoded-image cache folder (default <data_dir>/decoded_cache); not a setting.")
 flags.DEFINE_integer("train_limit", 0, "Train on a deterministic class-balanced subset of this size (0: all).")
 flags.DEFINE_integer("test_limit", 0, "Evaluate on a deterministic class-balanced subset of this size (0: all).")
+flags.DEFINE_boolean("allow_missing_classes", False, "Train and evaluate although a class has images in one split "
+                     "and none in the other (refused otherwise: accuracy would be over fewer classes).")
 flags.DEFINE_enum("augment", "auto", ["auto", "none", "shift", "flip_shift"],
                   "auto: random flip + 4 px shift for CIFAR and folders, shift only for digits.")
 # Optimisation (Table 1 defaults)
@@ -320,6 +322,8 @@ def _evaluate():
         evaluate(_eval_config())
     except ValueError as err:
         _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: every finished attack is cached; the same command goes on
+        sys.exit(130)
 
 
 def _train():

@@ -195,8 +195,9 @@ def _check_model(model_fn, x, y, version, settings):
 
 def autoattack(model_fn, x, y, *, eps=None, norm=2, version="standard", attacks=None, seed=0,
                batch_size=500, clip_min=0.0, clip_max=1.0, attack_kwargs=None, tolerance=1e-5,
-               verbose=False):
-    """Runs AutoAttack; see the module docstring for the protocol and the result's fields."""
+               verbose=False, progress=None):
+    """Runs AutoAttack; see the module docstring for the protocol and the result's fields.
+    ``progress(attack, done, total)``, if given, is called after each batch of each attack."""
     _checks.check_norm(norm)
     norm = np.inf if norm == np.inf else 2
     eps = DEFAULT_EPS[norm] if eps is None else float(eps)
@@ -246,6 +247,8 @@ def autoattack(model_fn, x, y, *, eps=None, norm=2, version="standard", attacks=
             success = rows[fooled & valid]
             robust[success] = False
             x_adv[success] = result[fooled & valid].astype(x.dtype)
+            if progress is not None:
+                progress(name, start + len(rows), len(todo))
         flags[name] = robust.copy()
         seconds[name] = time.perf_counter() - started
         passes[name] = int(counted.count.numpy()) - before

@@ -42,6 +42,9 @@ class DataConfig:
     train_limit: int = 0  # 0 = all; else a deterministic class-balanced subset of that size
     test_limit: int = 0  # same for the test split
     augment: str = "auto"  # one of AUGMENTATIONS
+    # A class with images in one split and none in the other is refused (accuracy would silently be
+    # over fewer classes than the model predicts) unless this says it is intended.
+    allow_missing_classes: bool = False
     # Where the decoded-array cache lives (None: <data_dir>/decoded_cache). An InitVar, not a field:
     # the cache's place changes no pixel, so it stays out of dataclasses.fields/asdict and hence out
     # of a run's recorded settings and its resume check (training/rundir.flatten_settings). It is

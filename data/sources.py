@@ -41,7 +41,22 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         full = _load_folder(cfg)
     else:
         full = _load_tfds(cfg)
+    if not cfg.allow_missing_classes:
+        _check_classes(full, cfg.dataset)
     return _apply_limits(full, cfg)
+
+
+def _check_classes(full: Dataset, name: str) -> None:
+    """Refuses a dataset with a class that has images in one split and none in the other."""
+    train = np.bincount(full.train_labels, minlength=full.num_classes)
+    test = np.bincount(full.test_labels, minlength=full.num_classes)
+    for c in range(full.num_classes):
+        if (train[c] == 0) != (test[c] == 0):
+            has, lacks, count = ("training", "test", train[c]) if train[c] else ("test", "training", test[c])
+            raise DatasetError(
+                f"class {full.class_names[c]!r} of {name} has {count} {has} images and no {lacks} images: accuracy "
+                f"would be over {int(np.sum((train > 0) & (test > 0)))} of {full.num_classes} classes; add its "
+                f"{lacks} images, or --allow_missing_classes if this is intended")
 
 
 def _apply_limits(full: Dataset, cfg: DataConfig) -> Dataset:

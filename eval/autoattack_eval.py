@@ -18,7 +18,8 @@ import numpy as np
 
 from eval.config import AUTOATTACK_FIXED
 from eval.metrics import Outcome
-from eval.suite import LoadedRun, read_cached, write_cached
+from eval.progress import Progress
+from eval.suite import LoadedRun, read_cached, write_cached, write_npz
 
 # A fixed-budget attack at the radius returns ||delta|| = eps up to float32 rounding.
 RADIUS_RTOL, RADIUS_ATOL = 1e-4, 1e-6
@@ -59,17 +60,25 @@ def autoattack_outcome(target: LoadedRun, cfg) -> AutoAttackOutcome:
                             version=cfg.autoattack_version,
                             attacks=cfg.autoattack_parts if cfg.autoattack_version == "custom" else None,
                             seed=cfg.autoattack_seed, batch_size=cfg.batch_size, attack_kwargs=_budgets(cfg),
-                            verbose=True)
+                            verbose=True, progress=_progress())
     meta = {**result.as_dict(), "stages": list(result.robust_flags), "warnings": [str(w.message) for w in caught]}
     out = AutoAttackOutcome(labels=target.y, clean_pred=target.predict(target.x, cfg.batch_size),
                             adv_pred=target.predict(result.x_adv, cfg.batch_size), flags=result.robust_flags,
                             meta=meta)
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name("tmp-" + path.name)
-    np.savez(tmp, labels=out.labels, clean_pred=out.clean_pred, adv_pred=out.adv_pred,
-             flags=np.stack(list(out.flags.values())), meta=np.array(json.dumps(meta)))
-    tmp.replace(path)
+    write_npz(path, dict(labels=out.labels, clean_pred=out.clean_pred, adv_pred=out.adv_pred,
+                         flags=np.stack(list(out.flags.values())), meta=np.array(json.dumps(meta))))
     return out
+
+
+def _progress():
+    """A progress callback for attacks.autoattack: one Progress per stage, over the examples it attacks."""
+    current = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if current.get("stage") != stage:
+            current.update(stage=stage, bar=Progress(total, f"  {stage} on {total} examples still robust"))
+        current["bar"].update(done)
+    return update
 
 
 STANDARD = AUTOATTACK_FIXED["standard"]
@@ -133,11 +142,8 @@ def standard_completion(target: LoadedRun, cfg, aa: AutoAttackOutcome, picks: np
         else:
             for stage in rest:
                 flags[stage] = flags[done[-1]].copy()
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name("tmp-" + path.name)
-        np.savez(tmp, flags=np.stack([flags[s] for s in rest]) if rest else np.zeros((0, len(picks)), bool),
-                 meta=np.array(json.dumps(meta)))
-        tmp.replace(path)
+        write_npz(path, dict(flags=np.stack([flags[s] for s in rest]) if rest else np.zeros((0, len(picks)), bool),
+                             meta=np.array(json.dumps(meta))))
     last = list(flags)[-1]
     found = {}
     for before, stage in zip(list(flags)[len(done):], rest):

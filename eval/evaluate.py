@@ -7,7 +7,9 @@ as an attack (Figure 3). Writes results.json, results.md and PNG plots to the ev
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
 import platform
 import time
@@ -21,7 +23,10 @@ from eval.config import ATTACKS, MIN_NORM_ATTACKS, EvalConfig
 from eval.metrics import accuracy_under_budget, summarize
 from eval.pgn_attack import figure3_points
 from eval.runs import load_run
-from eval.suite import LoadedRun, outcome, zero_gradient_fraction
+from eval.progress import duration, stoppable
+from eval.suite import CACHE_DIR, LoadedRun, outcome, remove_partial_writes, zero_gradient_fraction
+from training import writes
+from training.lock import hold as hold_lock
 from training.rundir import RunDirError, git_state, package_versions, write_json_atomic
 
 
@@ -39,6 +44,24 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
     # Before any data is read or attack run: a folder that cannot be written fails now, in one line.
     inputs = _inputs(cfg, runs)
     set_aside = outputs.prepare(eval_dir, "--eval_dir", "results.json", inputs, ("results.json", "results.md"))
+    for run in runs + ([source] if source else []):  # each run's attack cache is written as attacks finish
+        outputs.check_writable(run.run_dir / CACHE_DIR, f"the attack cache of {run.run_dir}:")
+    with contextlib.ExitStack() as held:
+        held.enter_context(hold_lock(eval_dir, f"--eval_dir {eval_dir}", _LOCKED_FIX))
+
+        def cleanup():  # what a hard stop leaves half-written
+            for run in runs + ([source] if source else []):
+                remove_partial_writes(run.run_dir / CACHE_DIR)
+            writes.remove(eval_dir.glob("*.tmp"))
+
+        held.enter_context(stoppable(cleanup))
+        return _evaluate(cfg, say, runs, source, reference, eval_dir, inputs, set_aside, held)
+
+
+_LOCKED_FIX = "wait for that evaluation to finish, or give another --eval_dir"
+
+
+def _evaluate(cfg, say, runs, source, reference, eval_dir, inputs, set_aside, held) -> dict:
     data_cfg = runs[0].data_config(cfg.test_limit, cfg.cache_dir)
     if "pgn" in cfg.attacks:
         data_cfg = dataclasses.replace(data_cfg, train_limit=min(cfg.pgn_train_limit, reference["train_size"]))
@@ -54,9 +77,11 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
     targets = [loaded(run) for run in runs]
     attacker = loaded(source) if source else None
     moved_to = set_aside()
-    if moved_to:
+    if moved_to:  # the lock went with the old folder: take the new one's
+        held.enter_context(hold_lock(eval_dir, f"--eval_dir {eval_dir}", _LOCKED_FIX))
         say(f"{eval_dir} held an evaluation of other runs or settings: moved it to {moved_to}")
     eval_dir.mkdir(parents=True, exist_ok=True)
+    say(_plan_line(cfg, targets, attacker))
     results = {"protocol": {**_protocol(cfg, dataset, len(y_test)), "inputs": inputs, "tool_commit": commit,
                             # Per example, in the order of every per_example list: its id and label.
                             "example_ids": dataset.test_ids.tolist(), "labels": y_test.tolist()}, "runs": {}}
@@ -87,7 +112,7 @@ def evaluate(cfg: EvalConfig, say=print) -> dict:
     results["plots"] = plots
     written = autoattack_eval.write_robustbench(eval_dir, results["runs"], write_json_atomic)
     write_json_atomic(eval_dir / "results.json", results)
-    (eval_dir / "results.md").write_text(evaluate_results.results_markdown(results))
+    writes.atomic_write_text(eval_dir / "results.md", evaluate_results.results_markdown(results), "results.md")
     say(f"wrote {eval_dir / 'results.md'}, results.json, {len(plots)} plot(s)"
         + (f" and {', '.join(written)}" if written else ""))
     return results
@@ -167,3 +192,62 @@ def _protocol(cfg: EvalConfig, dataset, n: int) -> dict:
             "settings_line": line, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": {"platform": platform.platform(), "cpus": os.cpu_count()}, "versions": package_versions()}
 
+
+def _plan_line(cfg: EvalConfig, targets: list, attacker) -> str:
+    """One line before any attack: what the evaluation will do and, from one timed gradient batch,
+    about how long it takes at most (attacks that stop early, and cached outcomes, take less)."""
+    n = len(targets[0].y)
+    names = [a for a in cfg.attacks] + ["masking checks"]
+    passes = 0.0
+    for target in targets:
+        passes += sum(_gradient_passes(a, cfg, target, n) for a in (*cfg.attacks, "masking") if not _cached(a, target, cfg))
+    if attacker is not None:
+        passes += sum(_gradient_passes(a, cfg, attacker, n) for a in cfg.attacks if a in ATTACKS and
+                      a not in ("pgn", "autoattack"))
+    seconds = passes * math.ceil(n / cfg.batch_size) * _seconds_per_gradient_batch(targets[0], cfg.batch_size)
+    hint = "" if seconds < 1800 else "; --test_limit or --eval_preset quick for a first look"
+    return (f"evaluating {len(targets)} run(s) on {n} test images with {', '.join(names)}"
+            + (f" (black-box from {attacker.run.name})" if attacker else "")
+            + f": at most about {duration(seconds)} on this machine, from a timed gradient batch{hint}")
+
+
+def _cached(attack: str, target: LoadedRun, cfg: EvalConfig) -> bool:
+    if attack == "pgn":
+        return False
+    return target.cache_path(attack, cfg.attack_settings(attack)).exists()
+
+
+def _gradient_passes(attack: str, cfg: EvalConfig, target: LoadedRun, n: int) -> float:
+    """Gradient evaluations per batch that ``attack`` makes at most (a forward pass counts a third)."""
+    classes = int(target.run.config["dataset"]["num_classes"])
+    targets = min(9, classes - 1)
+    if attack == "autoattack":
+        per_part = {"apgd-ce": cfg.autoattack_iters, "apgd-dlr": cfg.autoattack_iters,
+                    "apgd-t": cfg.autoattack_iters * targets, "fab-t": cfg.autoattack_iters * targets,
+                    "fab": cfg.autoattack_iters, "square": cfg.autoattack_square_queries / 3}
+        return sum(per_part.get(p, cfg.autoattack_iters) for p in cfg.autoattack_parts) + \
+            cfg.autoattack_iters * len(cfg.autoattack_curve)
+    if attack == "pgn":
+        return len(cfg.pgn_c_l) * cfg.pgn_epochs * 3 * cfg.pgn_train_limit / max(n, 1)
+    return {"fgm": 1, "mim": cfg.mim_iters, "pgd": cfg.pgd_iters, "masking": cfg.masking_iters,
+            "deepfool": cfg.deepfool_iters * min(cfg.deepfool_candidates, classes),
+            "cw": cfg.cw_iters * cfg.cw_binary_steps}.get(attack, 1)
+
+
+def _seconds_per_gradient_batch(target: LoadedRun, batch_size: int) -> float:
+    import tensorflow as tf
+
+    import attacks
+
+    @tf.function
+    def gradient(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = attacks.cross_entropy_loss(labels=y, logits=target.model_fn(x))
+        return tape.gradient(loss, x)
+
+    x, y = tf.constant(target.x[:batch_size]), tf.constant(target.y[:batch_size])
+    gradient(x, y)  # traced and compiled: not timed
+    started = time.perf_counter()
+    gradient(x, y).numpy()
+    return (time.perf_counter() - started) * batch_size / max(len(target.y[:batch_size]), 1)

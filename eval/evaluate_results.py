@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from training import writes  # noqa: E402
 
 ATTACK_TITLES = {"fgm": "FGM", "mim": "MIM", "pgd": "PGD", "deepfool": "DeepFool", "cw": "CW-L2"}
 ENGINES = {"compiled": "this project's compiled attacks (attacks/)", "cleverhans": "cleverhans.tf2.attacks (the library)"}
@@ -119,6 +120,10 @@ def plot_budget_curves(results: dict, out_dir: Path) -> list[str]:
         for name, run in runs.items():
             curve = run["budget_curves"][attack]
             ax.plot(curve["budgets"], curve["accuracy"], label=f"{name}")
+        # From 0 to the benign accuracy: on a narrower axis one example of a weak model looks like a cliff.
+        top = max(max(run.get("benign_accuracy", 0.0), max(run["budget_curves"][attack]["accuracy"]))
+                  for run in runs.values())
+        ax.set_ylim(0.0, max(top, 0.01) * 1.05)
         protocol = results["protocol"]
         paths.append(_save(fig, ax, "L2 budget", f"{ATTACK_TITLES[attack]}: {protocol['dataset']}, n={protocol['n']}",
                            out_dir / f"accuracy_vs_l2_{attack}.png"))
@@ -145,8 +150,14 @@ def _save(fig, ax, xlabel: str, title: str, path: Path) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    try:
+        with writes.guarded(path, f"the plot {Path(path).name}", 2_000_000, [tmp],
+                            "free space and give the same command: the attacks already cached are not run again"):
+            fig.savefig(tmp, dpi=120, format="png")
+            tmp.replace(path)
+    finally:
+        plt.close(fig)
     return str(path)
 
 

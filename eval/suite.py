@@ -8,17 +8,17 @@ for old ones.
 from __future__ import annotations
 
 import hashlib
-import sys
 import json
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 import attacks
 from eval.metrics import Outcome
+from eval.progress import Progress
+from training import writes
 
 CACHE_DIR = "eval_cache"
 
@@ -59,16 +59,15 @@ class LoadedRun:
 
 
 def craft(attack: str, target: LoadedRun, cfg, progress_label: str) -> np.ndarray:
-    """Adversarial examples for target's test set, in batches of cfg.batch_size."""
+    """Adversarial examples for target's test set, in batches of cfg.batch_size, with progress."""
     x, y = target.x, target.y
     fn = _attack_fn(attack, target.model_fn, cfg)
-    bar = keras.utils.Progbar(len(y), verbose=1 if sys.stdout.isatty() else 2, unit_name="example")
-    print(progress_label)
+    progress = Progress(len(y), progress_label)
     out = []
     for start in range(0, len(y), cfg.batch_size):
         xb, yb = x[start:start + cfg.batch_size], y[start:start + cfg.batch_size]
         out.append(np.asarray(fn(tf.constant(xb), tf.constant(yb))))
-        bar.update(min(start + cfg.batch_size, len(y)))
+        progress.update(min(start + cfg.batch_size, len(y)))
     return np.concatenate(out)
 
 
@@ -129,10 +128,24 @@ def write_cached(path: Path, result: Outcome) -> None:
 
 
 def _write_npz(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(exist_ok=True)
+    write_npz(path, arrays)
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    """An attack's outcome written whole or not at all: a temporary file renamed into place,
+    free space checked first, a failed write (a full disk) one line with nothing left behind."""
     tmp = path.with_name("tmp-" + path.name)
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    nbytes = sum(np.asarray(a).nbytes for a in arrays.values()) + 10_000
+    with writes.guarded(path, "an attack's outcome", nbytes, [tmp],
+                        "free space and give the same command: the attacks already cached are not run again"):
+        path.parent.mkdir(exist_ok=True)
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+
+def remove_partial_writes(folder: Path) -> None:
+    """The temporary files that a process stopped mid-write leaves in a cache folder."""
+    writes.remove(Path(folder).glob("tmp-*"))
 
 
 def _source_adversarials(attack: str, source: LoadedRun, cfg, crafted: dict | None) -> tuple[np.ndarray, float]:
@@ -164,6 +177,8 @@ def outcome(attack: str, target: LoadedRun, cfg, source: LoadedRun | None = None
     path = target.cache_path(attack, settings, source)
     cached = read_cached(path)
     if cached is not None:
+        print(f"{attack} on {target.run.name}{' from ' + source.run.name if source else ''}: from the cache "
+              f"({path.name})")
         return cached
     attacker = source or target
     # Only a black-box source's adversarials serve other targets; a target's own outcome is written

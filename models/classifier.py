@@ -20,6 +20,12 @@ from keras import layers
 # (filters at width 1, average-pool after this convolution?)
 _TABLE1_BLOCKS = ((64, False), (128, True), (128, False), (256, True), (256, False), (512, True))
 _LEAKY_SLOPE = 0.2
+MIN_USEFUL_FILTERS = 8  # below about this many filters a layer learns little (training warns)
+
+
+def min_filters(width: float) -> int:
+    """The filter count of the classifier's narrowest scaled layer at ``width``."""
+    return min(max(1, round(filters * width)) for filters, _ in _TABLE1_BLOCKS)
 
 
 def _conv(filters: int, name: str) -> layers.Conv2D:

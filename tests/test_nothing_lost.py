@@ -324,3 +324,114 @@ def test_two_trainings_started_at_once_on_one_directory_leave_one_run(tiny_folde
     assert [r["kind"] for r in rundir.metrics_records(run)].count("start") == 1
     assert _duplicates(run) == []
     assert len(list((run / "tensorboard").glob("events.*"))) == 1
+
+
+# -- 4. an evaluation a person can watch and stop ----------------------------------------------
+
+def test_progress_in_a_log_file_is_a_line_per_batch_with_an_eta(monkeypatch):
+    import io
+
+    from eval import progress
+    monkeypatch.setattr(progress, "LOG_EVERY_SECONDS", 0.0)
+    out = io.StringIO()
+    bar = progress.Progress(300, "mim on run (300 examples)", out=out)
+    for done in (128, 256, 300):
+        bar.update(done)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "mim on run (300 examples)"
+    assert [line.split(" examples")[0].strip() for line in lines[1:]] == ["128/300", "256/300", "300/300"]
+    assert all("ETA" in line for line in lines[1:3]) and "ETA" not in lines[3]
+
+
+def _read_until(stream, needle: str, seen: list) -> None:
+    for line in stream:
+        seen.append(line)
+        if needle in line:
+            return
+    raise AssertionError(f"{needle!r} never printed: {''.join(seen)[-2000:]}")
+
+
+@pytest.mark.slow
+def test_an_evaluation_stops_on_ctrl_c_inside_an_attack_keeps_finished_attacks_and_goes_on(tiny_folder, tmp_path):
+    import signal
+
+    run = tmp_path / "run"
+    _train(tiny_folder, run, epochs=1)
+    # MIM with 10^7 iterations: one batch is a single compiled call that would run for hours.
+    command = [sys.executable, "run.py", "--mode", "eval", "--run_dir", str(run), "--attacks", "fgm,mim",
+               "--mim_iters", "10000000", "--batch_size", "64"]
+    root = Path(__file__).resolve().parents[1]
+    for attempt in ("first", "again"):
+        proc = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen = []
+        try:
+            _read_until(proc.stdout, "mim on", seen)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+        text = "".join(seen) + out
+        assert proc.returncode == 130, err[-2000:]
+        assert "Traceback" not in err and "stopping the evaluation" in err
+        plan = [line for line in text.splitlines() if line.startswith("evaluating 1 run(s) on 24 test images")]
+        assert len(plan) == 1 and "at most about" in plan[0], text
+        cache = list((run / "eval_cache").glob("*.npz"))
+        assert [p.name.split("-")[0] for p in cache] == ["fgm"]  # FGM finished and kept; MIM not
+        assert not list((run / "eval_cache").glob("tmp-*"))
+        if attempt == "again":  # the same command took FGM from the cache and went on to MIM
+            assert "fgm on run: from the cache" in text
+            assert "fgm on run (24 examples)" not in text
+
+
+# -- 5. data and models that cannot mean what the user thinks ----------------------------------
+
+def test_a_class_with_training_images_but_no_test_images_is_named_and_refused(tmp_path):
+    import data
+    from tests.conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "folder", classes=3, per_class_train=4, per_class_test=2, size=8)
+    shutil.rmtree(folder / "test" / "class2")
+    (folder / "test" / "class2").mkdir()
+    cfg = data.DataConfig(dataset=f"folder:{folder}", data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(data.DatasetError, match=r"class 'class2' .* has 4 training images and no test images: "
+                                                r"accuracy would be over 2 of 3 classes.*--allow_missing_classes"):
+        data.load_dataset(cfg)
+    allowed = data.load_dataset(data.DataConfig(dataset=f"folder:{folder}", data_dir=str(tmp_path / "tfds"),
+                                                allow_missing_classes=True))
+    assert allowed.num_classes == 3 and 2 not in set(allowed.test_labels)
+
+
+def test_a_width_that_leaves_a_layer_under_eight_filters_is_named(tiny_folder, tmp_path):
+    said = []
+    train(*_configs(tiny_folder, tmp_path / "run", epochs=1, width=0.01, stop_after_steps=1), say=said.append)
+    warnings = [line for line in said if line.startswith("warning: --width 0.01")]
+    assert len(warnings) == 1 and "1 filter(s)" in warnings[0]
+    said.clear()
+    train(*_configs(tiny_folder, tmp_path / "ok", epochs=1, width=0.125, stop_after_steps=1), say=said.append)
+    assert not [line for line in said if line.startswith("warning: --width")]
+
+
+def test_minimum_norm_plots_span_zero_to_the_benign_accuracy(tmp_path):
+    import matplotlib.image
+    from matplotlib import pyplot
+
+    from eval import evaluate_results
+    budgets = np.linspace(0, 1, 50).tolist()
+    results = {"protocol": {"dataset": "d", "n": 200},
+               "runs": {"weak": {"benign_accuracy": 0.19, "budget_curves": {
+                   "cw": {"budgets": budgets, "accuracy": [0.19] * 10 + [0.185] * 40}}}}}
+    captured = {}
+    real_close = pyplot.close
+
+    def close(fig):
+        captured["ylim"] = fig.axes[0].get_ylim()
+        real_close(fig)
+    pyplot.close = close
+    try:
+        paths = evaluate_results.plot_budget_curves(results, tmp_path)
+    finally:
+        pyplot.close = real_close
+    assert [Path(p).name for p in paths] == ["accuracy_vs_l2_cw.png"]
+    assert matplotlib.image.imread(paths[0]).ndim == 3
+    low, high = captured["ylim"]
+    assert low == 0.0 and 0.19 <= high <= 0.2

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 import data
 from models import build_classifier
+from models.classifier import MIN_USEFUL_FILTERS, min_filters as classifier_min_filters
 from training import checkpoints, distribute, precision, rundir, writes
 from training.lock import hold as hold_lock
 from training.config import DefenseConfig, RunConfig, TrainConfig, keeps_epoch
@@ -62,6 +63,11 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     for cfg in (train_cfg, defense_cfg, run_cfg):
         cfg.validate()
     defense_cfg = defense_cfg.resolved()  # the radius the run records and trains with
+    narrowest = classifier_min_filters(train_cfg.width)
+    if narrowest < MIN_USEFUL_FILTERS:
+        say(f"warning: --width {train_cfg.width:g} leaves the classifier's first layer {narrowest} filter(s) "
+            f"(64 x {train_cfg.width:g}); below about {MIN_USEFUL_FILTERS} a layer learns little and the run may stay "
+            f"near chance (--width 0.125 gives 8, the CPU presets use 0.25-0.5)")
     defense_cls = defense_class(defense_cfg.defense)
     run_dir = Path(run_cfg.run_dir or rundir.default_run_dir(
         data_cfg.dataset, defense_cls.run_name(defense_cfg), train_cfg.width, train_cfg.seed))
