@@ -398,15 +398,14 @@ def _report():
 def _study():
     """A study: its spec read and checked first (one line and exit 2 for any fault, nothing
     started), then its jobs on the engine (study/runner.py)."""
-    from study.engines import EngineError
-    from study.spec import SpecError, load
-
     if not FLAGS.spec or not FLAGS.root:
         _fail("--mode study needs --spec FILE (studies/*.toml) and --root DIR (where its runs live)")
     given = [f"--{n}" for n in ("run_dir", "preset", "sweep", "seeds") if FLAGS[n].present]
     if given:
         _fail(f"--mode study takes its settings from --spec {FLAGS.spec}, not {given[0]}")
-    _load_tensorflow()  # the spec's checks read the defenses' declarations, which load it
+    _load_tensorflow()  # the spec's checks read the datasets' and defenses' declarations, which load it
+    from study.engines import EngineError
+    from study.spec import SpecError, load
     try:
         spec = load(FLAGS.spec, FLAGS.dataset if FLAGS["dataset"].present else None)
         if FLAGS.status:
