@@ -195,8 +195,10 @@ def _check_model(model_fn, x, y, version, settings):
 
 def autoattack(model_fn, x, y, *, eps=None, norm=2, version="standard", attacks=None, seed=0,
                batch_size=500, clip_min=0.0, clip_max=1.0, attack_kwargs=None, tolerance=1e-5,
-               verbose=False, progress=None):
+               verbose=False, progress=None, clean_predictions=None):
     """Runs AutoAttack; see the module docstring for the protocol and the result's fields.
+    ``clean_predictions``: the model's predictions on ``x`` when the caller has them already
+    (an evaluation computes them once for every attack); None: computed here.
     ``progress(attack, done, total)``, if given, is called after each batch of each attack."""
     _checks.check_norm(norm)
     norm = np.inf if norm == np.inf else 2
@@ -223,7 +225,8 @@ def autoattack(model_fn, x, y, *, eps=None, norm=2, version="standard", attacks=
 
     started = time.perf_counter()
     before = int(counted.count.numpy())
-    robust = _predict(counted, x32, batch_size) == y
+    clean = _predict(counted, x32, batch_size) if clean_predictions is None else np.asarray(clean_predictions)
+    robust = clean.reshape(-1) == y
     flags, seconds = {"clean": robust.copy()}, {"clean": time.perf_counter() - started}
     passes = {"clean": int(counted.count.numpy()) - before}
     attacked, rejected = {}, {}

@@ -52,6 +52,7 @@ def autoattack_outcome(target: LoadedRun, cfg) -> AutoAttackOutcome:
             return AutoAttackOutcome(cached["labels"], cached["clean_pred"], cached["adv_pred"], flags, meta)
     from attacks.autoattack import autoattack
 
+    clean = target.clean_predictions(cfg.batch_size)
     print(f"autoattack ({cfg.autoattack_version}: {','.join(cfg.autoattack_parts)}, {threat_model(cfg)} eps "
           f"{cfg.autoattack_radius:g}) on {target.run.name} ({len(target.y)} examples)")
     with warnings.catch_warnings(record=True) as caught:
@@ -60,9 +61,9 @@ def autoattack_outcome(target: LoadedRun, cfg) -> AutoAttackOutcome:
                             version=cfg.autoattack_version,
                             attacks=cfg.autoattack_parts if cfg.autoattack_version == "custom" else None,
                             seed=cfg.autoattack_seed, batch_size=cfg.batch_size, attack_kwargs=_budgets(cfg),
-                            verbose=True, progress=_progress())
+                            verbose=True, progress=_progress(), clean_predictions=clean)
     meta = {**result.as_dict(), "stages": list(result.robust_flags), "warnings": [str(w.message) for w in caught]}
-    out = AutoAttackOutcome(labels=target.y, clean_pred=target.predict(target.x, cfg.batch_size),
+    out = AutoAttackOutcome(labels=target.y, clean_pred=clean,
                             adv_pred=target.predict(result.x_adv, cfg.batch_size), flags=result.robust_flags,
                             meta=meta)
     write_npz(path, dict(labels=out.labels, clean_pred=out.clean_pred, adv_pred=out.adv_pred,
@@ -201,7 +202,7 @@ def _apgd_ce_outcome(apgd, target: LoadedRun, cfg, eps: float) -> Outcome:
     import tensorflow as tf
 
     started = time.perf_counter()
-    clean = target.predict(target.x, cfg.batch_size)
+    clean = target.clean_predictions(cfg.batch_size)
     adv = clean.copy()
     rows = np.flatnonzero(clean == target.y)
     for start in range(0, len(rows), cfg.batch_size):

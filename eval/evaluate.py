@@ -124,7 +124,7 @@ def evaluate_target(target: LoadedRun, cfg: EvalConfig, attacker: LoadedRun | No
     ``attacker``), and the gradient-masking checks. Cached outcomes are reused."""
     run_result = {"run_dir": str(target.run.run_dir), "epoch": target.run.epoch, "defense": target.run.defense,
                   "weights": target.fingerprint,
-                  "benign_accuracy": float(np.mean(target.predict(target.x, cfg.batch_size) == target.y)),
+                  "benign_accuracy": float(np.mean(target.clean_predictions(cfg.batch_size) == target.y)),
                   "seconds_per_epoch": target.run.seconds_per_epoch(), "attacks": {}}
     outcomes = {}
     for attack in [a for a in cfg.attacks if a not in ("pgn", "autoattack")]:
@@ -135,7 +135,7 @@ def evaluate_target(target: LoadedRun, cfg: EvalConfig, attacker: LoadedRun | No
             run_result["attacks"][attack]["black"] = summarize(outcomes[f"{attack} (black-box)"])
     outcomes["masking-pgd"] = outcome("masking", target, cfg, crafted=crafted)
     run_result["masking_pgd"] = summarize(outcomes["masking-pgd"])
-    per_example = {"clean": target.predict(target.x, cfg.batch_size) == target.y}
+    per_example = {"clean": target.clean_predictions(cfg.batch_size) == target.y}
     per_example.update({name: o.robust for name, o in outcomes.items()})
     if "autoattack" in cfg.attacks:
         aa = autoattack_eval.autoattack_outcome(target, cfg)

@@ -36,10 +36,19 @@ class LoadedRun:
         # One model_fn per model: the compiled attacks trace once per model_fn.
         self.model_fn = lambda images: model(images, training=False)
         self._logits = tf.function(self.model_fn, reduce_retracing=True)
+        self._clean, self.clean_passes = None, 0
 
     def predict(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         return np.concatenate([np.argmax(self._logits(images[i:i + batch_size]).numpy(), axis=-1)
                                for i in range(0, len(images), batch_size)])
+
+    def clean_predictions(self, batch_size: int) -> np.ndarray:
+        """The model's predictions on the test images, computed once per evaluation and shared by
+        every attack, the masking checks and AutoAttack (a copy: callers may not change the memo)."""
+        if self._clean is None:
+            self._clean = self.predict(self.x, batch_size)
+            self.clean_passes += 1
+        return self._clean.copy()
 
     def cache_path(self, attack: str, settings: dict, source=None) -> Path:
         """Where the outcome of ``attack`` on these weights (crafted on ``source``'s, if given) is cached."""
@@ -190,7 +199,7 @@ def outcome(attack: str, target: LoadedRun, cfg, source: LoadedRun | None = None
         x_adv = craft(attack, target, cfg, f"{attack} on {target.run.name} ({len(target.y)} examples)")
         seconds = time.perf_counter() - started
     result = Outcome(
-        labels=target.y, clean_pred=target.predict(target.x, cfg.batch_size),
+        labels=target.y, clean_pred=target.clean_predictions(cfg.batch_size),
         adv_pred=target.predict(x_adv, cfg.batch_size),
         l2=np.sqrt(((x_adv - attacker.x) ** 2).reshape(len(x_adv), -1).sum(axis=1)).astype(np.float32),
         seconds=seconds)

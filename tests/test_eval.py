@@ -217,3 +217,20 @@ def test_seconds_per_epoch_is_the_median_step_rate_not_the_stalled_epochs(tmp_pa
     assert run.seconds_per_epoch() == pytest.approx(1000 / 500.0)
     write(epochs)
     assert run.seconds_per_epoch() == pytest.approx(62.0)  # epoch 1 compiled the step: left out
+
+
+@pytest.mark.slow
+def test_an_evaluation_predicts_the_clean_test_images_once_per_run(two_runs, tmp_path, monkeypatch):
+    passes = []
+    real_predict = suite.LoadedRun.predict
+
+    def counting(self, images, batch_size):
+        if images is self.x:
+            passes.append(self.run.name)
+        return real_predict(self, images, batch_size)
+    monkeypatch.setattr(suite.LoadedRun, "predict", counting)
+    settings = {**FAST, "attacks": ("fgm", "mim", "autoattack"), "autoattack_version": "custom",
+                "autoattack_attacks": ("apgd-ce",), "autoattack_iters": 2, "autoattack_curve": (0.5,)}
+    evaluate(EvalConfig(run_dirs=(str(two_runs["fgm"]),), eval_dir=str(tmp_path / "eval"), **settings),
+             say=lambda *_: None)
+    assert passes == ["fgm-seed2"]  # shared by the benign accuracy, FGM, MIM, the masking checks and AutoAttack
