@@ -9,12 +9,13 @@
             ...
 """
 
-from .dataset import (AUGMENTATIONS, FOLDER_PREFIX, TFDS_DATASETS, CorruptImageError, DataConfig,
+from .dataset import (ARRAYS_PREFIX, AUGMENTATIONS, FOLDER_PREFIX, TFDS_DATASETS, CorruptImageError, DataConfig,
                       Dataset, DatasetError)
 from .pipeline import resolve_augment, steps_per_epoch, test_batches, train_batches
 from .sources import load_dataset
 
 __all__ = [
+    "ARRAYS_PREFIX",
     "AUGMENTATIONS",
     "CorruptImageError",
     "FOLDER_PREFIX",

@@ -9,6 +9,7 @@ import numpy as np
 
 TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped", "mnist")
 FOLDER_PREFIX = "folder:"
+ARRAYS_PREFIX = "arrays:"  # data given in Python (training.train_model): recorded by name, never loaded
 AUGMENTATIONS = ("auto", "none", "shift", "flip_shift")
 FOLDER_LAYOUT_HINT = "PATH/{train,test}/<class>/*.jpg"
 
@@ -54,7 +55,7 @@ class DataConfig:
     def __post_init__(self, cache_dir: str | None = None):
         object.__setattr__(self, "cache_dir", cache_dir)
         is_folder = self.dataset.startswith(FOLDER_PREFIX)
-        if not is_folder and self.dataset not in TFDS_DATASETS:
+        if not is_folder and self.dataset not in TFDS_DATASETS and not self.dataset.startswith(ARRAYS_PREFIX):
             raise DatasetError(
                 f"unknown dataset {self.dataset!r}: choose one of {dataset_choices()}")
         if is_folder and not self.dataset[len(FOLDER_PREFIX):].strip():

@@ -21,7 +21,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from . import cache
-from .dataset import (FOLDER_LAYOUT_HINT, FOLDER_PREFIX, CorruptImageError, DataConfig, Dataset,
+from .dataset import (ARRAYS_PREFIX, FOLDER_LAYOUT_HINT, FOLDER_PREFIX, CorruptImageError, DataConfig, Dataset,
                       DatasetError)
 from .subsets import balanced_subset
 
@@ -37,6 +37,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     failure the user can act on: unknown name, missing folder, data not
     prepared and no internet, undecodable or mixed-size images, bad limits.
     """
+    if cfg.dataset.startswith(ARRAYS_PREFIX):
+        raise DatasetError(f"{cfg.dataset} was data given in Python to training.train_model: evaluate its runs "
+                           "with eval.evaluate_model on the same arrays")
     if cfg.dataset.startswith(FOLDER_PREFIX):
         full = _load_folder(cfg)
     else:

@@ -2,3 +2,9 @@
 
 Kept import-light (no TensorFlow here) so that ``run.py`` can reject bad flags instantly.
 """
+
+
+def evaluate_model(*args, **kwargs):
+    """Robust accuracy of your own Keras model (AutoAttack, the paper's attacks): see eval/api.py."""
+    from eval.api import evaluate_model as evaluate
+    return evaluate(*args, **kwargs)

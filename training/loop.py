@@ -58,13 +58,18 @@ class TrainResult:
 
 
 def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: DefenseConfig,
-          run_cfg: RunConfig, flags: dict | None = None, say=print) -> TrainResult:
-    """Trains (or resumes) one run; raises ValueError subclasses for bad input before writing."""
+          run_cfg: RunConfig, flags: dict | None = None, say=print, classifier: keras.Model | None = None,
+          dataset: data.Dataset | None = None) -> TrainResult:
+    """Trains (or resumes) one run; raises ValueError subclasses for bad input before writing.
+
+    ``classifier``: a user's Keras model to train instead of Table 1's (copied: the model given is
+    not changed; ``train_cfg.width`` then means nothing); ``dataset``: data already in memory
+    instead of loading ``data_cfg.dataset`` (training/api.py builds both for ``train_model``)."""
     for cfg in (train_cfg, defense_cfg, run_cfg):
         cfg.validate()
     defense_cfg = defense_cfg.resolved()  # the radius the run records and trains with
     narrowest = classifier_min_filters(train_cfg.width)
-    if narrowest < MIN_USEFUL_FILTERS:
+    if classifier is None and narrowest < MIN_USEFUL_FILTERS:
         say(f"warning: --width {train_cfg.width:g} leaves the classifier's first layer {narrowest} filter(s) "
             f"(64 x {train_cfg.width:g}); below about {MIN_USEFUL_FILTERS} a layer learns little and the run may stay "
             f"near chance (--width 0.125 gives 8, the CPU presets use 0.25-0.5)")
@@ -72,6 +77,8 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     run_dir = Path(run_cfg.run_dir or rundir.default_run_dir(
         data_cfg.dataset, defense_cls.run_name(defense_cfg), train_cfg.width, train_cfg.seed))
     settings = rundir.flatten_settings(data=data_cfg, train=train_cfg, defense=defense_cfg)
+    if classifier is not None:  # a user's model: a run resumed with another one is refused
+        settings["model.classifier"] = f"{classifier.name}, {classifier.count_params()} parameters"
     strategy = distribute.make_strategy(run_cfg.strategy, run_cfg.cpu_replicas)  # first: it may split the CPU
     distribute.check_batch_split(train_cfg.batch_size, strategy)
     chief = distribute.is_chief(strategy)
@@ -79,21 +86,22 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
         if chief:  # one writer per run directory: a second process is refused before it reads anything
             held.enter_context(hold_lock(run_dir, f"--run_dir {run_dir}", _LOCKED_FIX))
         return _train_locked(data_cfg, train_cfg, defense_cfg, run_cfg, flags, say, run_dir, settings, strategy,
-                             chief, held)
+                             chief, held, classifier, dataset)
 
 
 _DISK_HINT = "free space and give the same command: training resumes from its last checkpoint"
 _LOCKED_FIX = "wait for it to finish or stop it (a lock left by a process that died is released by itself)"
 
 
-def _train_locked(data_cfg, train_cfg, defense_cfg, run_cfg, flags, say, run_dir, settings, strategy, chief, held):
+def _train_locked(data_cfg, train_cfg, defense_cfg, run_cfg, flags, say, run_dir, settings, strategy, chief, held,
+                  classifier=None, dataset=None):
     if chief:
         resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite, rundir.setting_defaults(
             data=data_cfg, train=train_cfg, defense=defense_cfg))
         rundir.check_writable(run_dir, resuming)  # before any work: a read-only place fails now, not after an epoch
     else:  # the chief checks and creates the run directory; the others resume what it saved
         resuming = (run_dir / CHECKPOINTS_DIR).exists()
-    dataset = data.load_dataset(data_cfg)
+    dataset = dataset if dataset is not None else data.load_dataset(data_cfg)
     steps_per_epoch = data.steps_per_epoch(len(dataset.train_labels), train_cfg.batch_size)
 
     previous_policy = keras.mixed_precision.global_policy()
@@ -101,7 +109,8 @@ def _train_locked(data_cfg, train_cfg, defense_cfg, run_cfg, flags, say, run_dir
     try:
         if chief and train_cfg.precision == "mixed_bfloat16":
             precision.note_bfloat16_speed(say)
-        session = _Session(dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch, strategy)
+        session = _Session(dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch, strategy,
+                           classifier)
         if resuming:
             session.restore(say)
             if chief:
@@ -145,7 +154,8 @@ def compiled_train_step(defense, ema: WeightEMA, step: tf.Variable, strategy: tf
 class _Session:
     """The state of one training process: networks, EMA, checkpoint, compiled functions."""
 
-    def __init__(self, dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch, strategy):
+    def __init__(self, dataset, data_cfg, train_cfg, defense_cfg, run_cfg, run_dir, steps_per_epoch, strategy,
+                 template: keras.Model | None = None):
         self.dataset, self.train_cfg, self.run_cfg = dataset, train_cfg, run_cfg
         self.run_dir = run_dir
         self.steps_per_epoch = steps_per_epoch
@@ -157,7 +167,11 @@ class _Session:
         with strategy.scope():  # every variable: networks, optimizer slots, EMA shadows, step
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             self.noise = distribute.ReplicaNoise(train_cfg.seed, self.step)
-            classifier = build_classifier(dataset.num_classes, dataset.image_shape, train_cfg.width)
+            if template is None:
+                classifier = build_classifier(dataset.num_classes, dataset.image_shape, train_cfg.width)
+            else:  # a copy with the user's initial weights, so that the model given stays as it was
+                classifier = keras.models.clone_model(template)
+                classifier.set_weights(template.get_weights())
             self.defense = make_defense(classifier, defense_cfg, train_cfg, self.noise)
             self.defense.build()
             self.ema = WeightEMA(self.defense.networks, train_cfg.ema_decay, train_cfg.ema_warmup)

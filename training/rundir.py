@@ -307,7 +307,8 @@ def create_run_dir(run_dir: Path, record: dict, overwrite: bool) -> Path | None:
 
     Returns where the old directory went, if anywhere.
     """
-    moved_to = move_aside(run_dir) if overwrite and run_dir.exists() else None
+    holds_a_run = run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir())
+    moved_to = move_aside(run_dir) if overwrite and holds_a_run else None
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / CONFIG_FILE, record)
     return moved_to
