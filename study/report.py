@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -36,7 +34,7 @@ from eval.evaluate import evaluate_target
 from eval.metrics import summarize
 from eval.runs import TrainedRun, load_run
 from eval.suite import LoadedRun, outcome
-from study import report_claims, report_curves, report_prior
+from study import report_claims, report_curves, report_prior, report_protocol
 from study.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
 from study.report_tables import DEFENSE_TITLES, evaluation_cost, group_title
 from training.rundir import (CONFIG_FILE, RunDirError, default_settings, finished_event, git_state, move_aside,
@@ -142,7 +140,8 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     if curve_test_limit < 0:
         raise ValueError(f"--curve_test_limit must be >= 0, got {curve_test_limit}")
     picks = subset(len(y_test), curve_test_limit)
-    protocol = _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance)
+    protocol = report_protocol.protocol(cfg, dataset, runs, groups, target_spec, target, tolerance,
+                                        TABLE_ATTACKS + ("masking",) + tuple(a for a in EXTRA_ATTACKS if a in cfg.attacks))
     protocol["curve_test_images"] = int(len(picks))
     protocol["autoattack_complete"] = 0 if completion_picks is None else int(len(completion_picks))
     priors = report_prior.load_priors(prior_reports, protocol)
@@ -425,30 +424,3 @@ def _set_aside_if_different(out_dir: Path, protocol: dict) -> Path | None:
     same = json.loads(json.dumps({k: protocol.get(k) for k in REPORT_INPUTS})) == \
         {k: previous.get(k) for k in REPORT_INPUTS}
     return None if same else move_aside(out_dir)
-
-
-def _protocol(cfg, dataset, runs, groups, target_spec, target, tolerance) -> dict:
-    first = runs[0].run
-    settings = first.settings
-    host = first.config.get("host", {})
-    train_seconds = sum(r["seconds_per_epoch"] for m in runs for r in epoch_records(m.run.run_dir).values())
-    return {
-        "dataset": dataset.name, "dataset_source": dataset.source,
-        "train_images": first.config["dataset"].get("train_size"), "test_images": int(len(dataset.test_labels)),
-        "width": settings["train.width"], "epochs": settings["train.epochs"], "batch_size": settings["train.batch_size"],
-        "lr": settings["train.lr"], "augment": settings["data.augment"],
-        "monitor_images": first.config.get("flags", {}).get("monitor_size"),
-        "sweeps": {d: {"setting": ms[0].swept, "values": sorted({m.value for m in ms}, key=lambda v: (v is None, v)),
-                       "seeds": sorted({m.seed for m in ms})} for d, ms in groups.items()},
-        "match_benign": target_spec if isinstance(target_spec, str) or target_spec is None else float(target_spec),
-        "target": target, "tolerance": tolerance,
-        "attack_settings": {a: cfg.attack_settings(a) for a in TABLE_ATTACKS + ("masking",)
-                            + tuple(a for a in EXTRA_ATTACKS if a in cfg.attacks)},
-        "source_run": str(cfg.source_run) if cfg.source_run else None,
-        "training_hours": round(train_seconds / 3600, 2),
-        "hardware": {"platform": host.get("platform", platform.platform()), "cpus": host.get("cpus", os.cpu_count())},
-        "versions": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "training_commits": sorted({str((r.run.config.get("git") or {}).get("commit"))[:10] for r in runs}),
-        "report_git": git_state(),
-    }
-

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from training import rundir
 
-from study import report_prior
+from study import report_prior, report_protocol
 from study.report_tables import (COST_COLUMNS, TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense,
                                 evaluation_cost, group_title, in_table_order, paired, rho_at)
 
@@ -237,7 +237,7 @@ def markdown(report: dict) -> str:
            f"protocol, each attack on what the ones before it left): column *standard AutoAttack acc (subset)*."]
           if p.get("autoattack_complete") else []),
         *_provenance_lines(report),
-        f"- Hardware: {p['hardware']['platform']}, {p['hardware']['cpus']} CPUs; training took "
+        f"- Hardware and precision of the runs (each run's config.json): {report_protocol.hardware_text(p)}; training took "
         f"{p['training_hours']:.2f} h in all, {_evaluation_hours(cost)}; this report "
         f"{p.get('report_seconds', 0) / 60:.1f} min, reusing the attacks cached before it.",
         "- Software: " + ", ".join(f"{k} {v}" for k, v in sorted(p["versions"].items(), key=_package_rank) if v)

@@ -182,7 +182,7 @@ class _Tally:
         elif outcome == "stopped":
             self.say(f"{_label(job)}: stopped{where} at step {result.get('step')}; the same command resumes it")
         else:
-            extra = f" (from step {result['resumed_from']})" if outcome == "resumed" else ""
+            extra = f" from step {result['resumed_from']}" if outcome == "resumed" else ""
             self.say(f"{_label(job)}: done ({outcome}{extra}){where} in {result.get('seconds', 0):.0f} s")
 
     def summary(self, wall_seconds: float) -> None:
