@@ -435,3 +435,49 @@ def test_minimum_norm_plots_span_zero_to_the_benign_accuracy(tmp_path):
     assert matplotlib.image.imread(paths[0]).ndim == 3
     low, high = captured["ylim"]
     assert low == 0.0 and 0.19 <= high <= 0.2
+
+
+def _eval_site(site: str, monkeypatch):
+    import matplotlib.figure
+
+    from eval import suite
+    if site == "attack cache":
+        real = np.savez
+
+        def savez(path, **arrays):  # half a file, then a full disk
+            Path(str(path) if str(path).endswith(".npz") else f"{path}.npz").write_bytes(b"PK half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(suite.np, "savez", savez)
+        return real
+    if site == "results":
+        monkeypatch.setattr(Path, "write_bytes", _fail_with_enospc)
+    elif site == "plot":
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", _fail_with_enospc)
+    else:
+        raise AssertionError(site)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("site", ["attack cache", "results", "plot"])
+def test_a_full_disk_at_each_evaluation_write_is_one_line_and_the_same_command_goes_on(
+        tiny_folder, tmp_path, monkeypatch, site):
+    from eval.config import EvalConfig
+    from eval.evaluate import evaluate
+
+    run = tmp_path / "run"
+    _train(tiny_folder, run, epochs=1)
+    cfg = EvalConfig(run_dirs=(str(run),), attacks=("fgm", "deepfool"), deepfool_iters=5, masking_iters=3,
+                     batch_size=64)
+    with monkeypatch.context() as patched:
+        _eval_site(site, patched)
+        with pytest.raises(writes.WriteFailed) as failed:
+            evaluate(cfg, say=lambda *_: None)
+    assert "\n" not in str(failed.value) and "no space left on device" in str(failed.value)
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith("tmp") or p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert not (run / "eval" / "results.json").exists()
+    cached_before = sorted(p.name for p in (run / "eval_cache").glob("*.npz")) if (run / "eval_cache").exists() else []
+    results = evaluate(cfg, say=lambda *_: None)
+    assert set(results["runs"]["run"]["attacks"]) == {"fgm", "deepfool"}
+    assert (run / "eval" / "results.json").exists()
+    assert set(cached_before) <= {p.name for p in (run / "eval_cache").glob("*.npz")}
