@@ -3,10 +3,10 @@
 paper  The paper's Table 1: full-width classifier, batch 128, Adam 5e-4, EMA 0.998, 200 epochs,
        all of the training set. ``python run.py --mode train --defense pgd --preset paper``.
 cpu    Sized for a 2-core CPU: see docs/training.md (Presets) for what it reaches on the CIFAR-10 copy.
-cpu_repro  The CPU-scale reproduction of Tables 2-3 and Figure 5 (scripts/cpu_repro.sh,
+cpu_repro  The CPU-scale reproduction of Tables 2-3 and Figure 5 (studies/cpu.toml,
        docs/results/cifar10-cpu/): 20,000 training images without augmentation, 6 epochs, every
        epoch's EMA classifier kept for benign-accuracy matching, a 500-image test subset.
-cpu_full  The second CPU-scale reproduction (docs/results/cifar10-cpu-full/): all 50,000 training
+cpu_full  The second CPU-scale reproduction (studies/cpu_full.toml, docs/results/cifar10-cpu-full/): all 50,000 training
        images with the reference's flip + shift augmentation, Table 1's Adam 5e-4, batch 128 and
        EMA 0.998, in bfloat16 (2-3x faster than float32 on a CPU with AMX), classifier and generator
        both at width 0.5 (G keeps Table 1's size relative to F: about 1.2x its FLOPs), every epoch

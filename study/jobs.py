@@ -98,6 +98,9 @@ def _train(job: dict, say) -> dict:
             break
         except TrainingError as err:
             return {"outcome": "failed", "error": str(err), "step": before["step"]}
+        except KeyboardInterrupt:  # the study is stopping: training saved a checkpoint first
+            now = progress(Path(run_cfg.run_dir), train_cfg.epochs, run_cfg.stop_at_benign)
+            return {"outcome": "stopped", "error": "interrupted", "step": now["step"]}
         except ValueError as err:
             if not _locked(err) or time.monotonic() > deadline:
                 raise

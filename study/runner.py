@@ -144,8 +144,11 @@ class _Watch:
 
     def update(self, job: dict) -> None:
         key = job["kind"], job["name"]
-        attempt, epochs = self.seen.get(key, (0, 0))
         state = jobs.read_state(job["root"], job["kind"], job["name"]) or {}
+        if key not in self.seen and job["kind"] == "train":  # a resumed run: its earlier epochs were said before
+            self.seen[key] = (0, max((r["epoch"] for r in rundir.read_metrics(
+                Path(job["configs"]["run"]["run_dir"]), "epoch_record")), default=0))
+        attempt, epochs = self.seen.get(key, (0, 0))
         if state.get("state") == "running" and state.get("attempt", 1) == job.get("attempt", 1) > attempt:
             attempt = job.get("attempt", 1)
             verb = {"train": "training", "evaluate": "evaluating", "report": "reporting"}[job["kind"]]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import data
 from study import jobs
+from study.runner import restore_logs
 from study.spec import Spec
 from study.sweep import estimate
 from training import lock
@@ -19,6 +20,8 @@ from training.config import DefenseConfig, TrainConfig
 
 def show_status(spec: Spec, root: str, say=print) -> None:
     root_path = Path(root).absolute()
+    if root_path.is_dir():  # runs an earlier report evaluated are finished, whatever machine this is
+        restore_logs(spec, root_path, say)
     runs = spec.runs(root_path)
     left, unknown, running, finished = 0.0, 0, 0, 0
     for i, run in enumerate(runs, 1):
