@@ -58,10 +58,11 @@ from attacks import _checks
 from attacks.apgd import apgd, apgd_targeted
 from attacks.fab import fab_targeted
 from attacks.square import square_attack
+from configs.settings import default_eps
 
 ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr")
 VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
-DEFAULT_EPS = {2: 0.5, np.inf: 8.0 / 255.0}
+DEFAULT_EPS = {2: default_eps(2), np.inf: default_eps(np.inf)}  # the one threat model's radii, by norm
 _STANDARD_SETTINGS = {
     "apgd-ce": dict(loss="ce", n_iter=100, n_restarts=1, eot_iter=1, rho=0.75),
     "apgd-dlr": dict(loss="dlr", n_iter=100, n_restarts=1, eot_iter=1, rho=0.75),
@@ -202,7 +203,7 @@ def autoattack(model_fn, x, y, *, eps=None, norm=2, version="standard", attacks=
     ``progress(attack, done, total)``, if given, is called after each batch of each attack."""
     _checks.check_norm(norm)
     norm = np.inf if norm == np.inf else 2
-    eps = DEFAULT_EPS[norm] if eps is None else float(eps)
+    eps = default_eps(norm) if eps is None else float(eps)
     _checks.check_non_negative("eps", eps)
     _checks.check_integer("seed", seed, 0)
     _checks.check_integer("batch_size", batch_size, 1)

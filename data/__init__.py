@@ -8,11 +8,23 @@
                                   seed=0, epoch=epoch, augment=augment):
             ...
 """
+import importlib
 
 from .dataset import (ARRAYS_PREFIX, AUGMENTATIONS, FOLDER_PREFIX, TFDS_DATASETS, CorruptImageError, DataConfig,
                       Dataset, DatasetError)
-from .pipeline import resolve_augment, steps_per_epoch, test_batches, train_batches
-from .sources import load_dataset
+
+# The loaders and the tf.data pipeline are imported on first use, not here, so that DataConfig
+# (whose fields run.py makes flags of) is read without loading TensorFlow.
+_LAZY = {"resolve_augment": "pipeline", "steps_per_epoch": "pipeline", "test_batches": "pipeline",
+         "train_batches": "pipeline", "load_dataset": "sources"}
+
+
+def __getattr__(name: str):
+    if name in ("pipeline", "sources", "cache", "subsets"):
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ARRAYS_PREFIX",

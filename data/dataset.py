@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from configs.settings import setting
+
 TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped", "mnist")
 FOLDER_PREFIX = "folder:"
 ARRAYS_PREFIX = "arrays:"  # data given in Python (training.train_model): recorded by name, never loaded
@@ -35,22 +37,29 @@ def dataset_choices() -> str:
 class DataConfig:
     """Which data to load and how to augment it.
 
-    Validated on construction so that bad flags fail before any slow work.
+    Validated on construction so that bad flags fail before any slow work. Each field is a --flag.
     """
 
-    dataset: str = "cifar10"  # one of TFDS_DATASETS, or "folder:PATH"
-    data_dir: str | None = None  # tfds data_dir; None = tfds default (~/tensorflow_datasets)
-    train_limit: int = 0  # 0 = all; else a deterministic class-balanced subset of that size
-    test_limit: int = 0  # same for the test split
-    augment: str = "auto"  # one of AUGMENTATIONS
+    # One of TFDS_DATASETS, or "folder:PATH"; not an enum flag, since a folder is any path.
+    dataset: str = setting("cifar10", "cifar10, cifar100, svhn_cropped, mnist (tensorflow-datasets) or folder:PATH "
+                           "(PATH/{train,test}/<class>/*).")
+    # None = tfds default (~/tensorflow_datasets)
+    data_dir: str | None = setting(None, "tensorflow-datasets data_dir holding a prepared copy.", kind=str)
+    train_limit: int = setting(0, "Train on a deterministic class-balanced subset of this size (0: all).")
+    test_limit: int = setting(0, "Evaluate on a deterministic class-balanced subset of this size (0: all).")
+    augment: str = setting("auto", "auto: random flip + 4 px shift for CIFAR and folders, shift only for digits.",
+                           choices=AUGMENTATIONS)
     # A class with images in one split and none in the other is refused (accuracy would silently be
     # over fewer classes than the model predicts) unless this says it is intended.
-    allow_missing_classes: bool = False
+    allow_missing_classes: bool = setting(False, "Train and evaluate although a class has images in one split and "
+                                          "none in the other (refused otherwise: accuracy would be over fewer "
+                                          "classes).")
     # Where the decoded-array cache lives (None: <data_dir>/decoded_cache). An InitVar, not a field:
     # the cache's place changes no pixel, so it stays out of dataclasses.fields/asdict and hence out
     # of a run's recorded settings and its resume check (training/rundir.flatten_settings). It is
     # kept as a plain attribute, so dataclasses.replace carries it over.
-    cache_dir: dataclasses.InitVar[str | None] = None
+    cache_dir: dataclasses.InitVar[str | None] = setting(
+        None, "Decoded-image cache folder (default <data_dir>/decoded_cache); not a setting.", kind=str)
 
     def __post_init__(self, cache_dir: str | None = None):
         object.__setattr__(self, "cache_dir", cache_dir)

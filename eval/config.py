@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from configs.settings import default_eps, setting
+
 # White-box attacks and the minimum-norm ones; "pgn" is the generator-as-attack study (Figure 3);
 # "autoattack" is Croce & Hein's standard evaluation (attacks/autoattack.py), beyond the paper.
 ATTACKS = ("fgm", "mim", "pgd", "deepfool", "cw", "autoattack", "pgn")
@@ -17,10 +19,9 @@ AUTOATTACK_PARTS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr")
 # attacks.autoattack.VERSIONS, likewise: the attacks of the fixed versions, in order.
 AUTOATTACK_FIXED = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 AUTOATTACK_NORMS = ("2", "inf")
-AUTOATTACK_DEFAULT_EPS = {"2": 0.5, "inf": 8.0 / 255.0}   # RobustBench's CIFAR-10 radii
 
-# --eval_preset: explicit flags win over these. quick: a first look in minutes; standard: the paper's
-# Table 1 settings on the whole test split, plus the standard AutoAttack.
+# --eval_preset (--mode eval and --mode report): explicit flags win over these. quick: a first look
+# in minutes; standard: the paper's Table 1 settings on the whole test split, plus the standard AutoAttack.
 EVAL_PRESETS: dict[str, dict] = {
     "quick": dict(attacks=("fgm", "mim", "deepfool", "cw", "autoattack"), test_limit=200, mim_iters=20,
                   pgd_iters=10, deepfool_iters=50, cw_iters=20, cw_binary_steps=3, masking_iters=10,
@@ -34,44 +35,61 @@ EVAL_PRESETS: dict[str, dict] = {
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
+    """The evaluation's settings. Each ``setting`` field is a --flag (run.py generates it); run_dirs
+    is --run_dir, and test_limit, cache_dir and batch_size are the data and training flags of the
+    same names (their defaults the same: tests/test_flags.py)."""
     run_dirs: tuple[str, ...]
-    source_run: str | None = None       # black-box: attacks crafted on this run, transferred
-    attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    # Black-box: attacks crafted on this run, transferred.
+    source_run: str | None = setting(None, "eval: run on which black-box attacks are crafted.", kind=str)
+    attacks: tuple[str, ...] = setting(DEFAULT_ATTACKS, f"eval: attacks to run, from {','.join(ATTACKS)}.", of=str)
     test_limit: int = 0                 # class-balanced test subset; 0 = the whole test split
-    eval_dir: str | None = None         # default: <first run>/eval
+    eval_dir: str | None = setting(None, "eval: where results go (default <first run>/eval).", kind=str)
     cache_dir: str | None = None        # the decoded-image cache's folder (data.DataConfig); None: its default
     batch_size: int = 128
-    fgm_eps: float = 0.5                # Table 1 "FGS attack eps" (L2)
-    mim_eps: float = 0.5                # Table 1 "MIM attack eps" (L2)
-    mim_iters: int = 100                # Table 1 "MIM attack iter"
-    mim_eps_iter: float = 0.06          # CleverHans's default step
-    deepfool_iters: int = 100           # Table 1 "DF attack iter"
-    deepfool_overshoot: float = 0.02
-    deepfool_candidates: int = 10
-    cw_iters: int = 100                 # Table 1 "CW attack iter"
-    cw_binary_steps: int = 5
-    cw_lr: float = 5e-3
-    cw_initial_const: float = 1e-2
-    masking_eps: float = 5.0            # PGD with this L2 budget must bring accuracy near 0
-    masking_iters: int = 20
-    pgd_eps: float = 0.5                # --attacks pgd: L2 PGD (Madry et al.), random start, step 2.5 eps/iters
-    pgd_iters: int = 50
-    attack_engine: str = "compiled"     # FGM and MIM: compiled here, or cleverhans.tf2.attacks
-    autoattack_version: str = "standard"
-    autoattack_attacks: tuple[str, ...] = ()   # --autoattack_version custom: which, in order
-    autoattack_norm: str = "2"
-    autoattack_eps: float | None = None        # None: 0.5 (L2) or 8/255 (L-inf)
-    autoattack_iters: int = 100         # APGD's and FAB's iterations (the standard version's 100)
-    autoattack_square_queries: int = 5000
-    autoattack_seed: int = 0
+    fgm_eps: float = setting(0.5, "eval: FGM L2 eps.")                  # Table 1 "FGS attack eps" (L2)
+    mim_eps: float = setting(0.5, "eval: MIM L2 eps.")                  # Table 1 "MIM attack eps" (L2)
+    mim_iters: int = setting(100, "eval: MIM iterations.")              # Table 1 "MIM attack iter"
+    mim_eps_iter: float = setting(0.06, "eval: MIM step.")              # CleverHans's default step
+    deepfool_iters: int = setting(100, "eval: DeepFool iterations.")    # Table 1 "DF attack iter"
+    deepfool_overshoot: float = setting(0.02, "eval: DeepFool overshoot.")
+    deepfool_candidates: int = setting(10, "eval: DeepFool candidate classes.")
+    cw_iters: int = setting(100, "eval: CW-L2 iterations per binary-search step.")  # Table 1 "CW attack iter"
+    cw_binary_steps: int = setting(5, "eval: CW-L2 binary-search steps.")
+    cw_lr: float = setting(5e-3, "eval: CW-L2 Adam learning rate.")
+    cw_initial_const: float = setting(1e-2, "eval: CW-L2 initial constant.")
+    # PGD with this L2 budget must bring accuracy near 0.
+    masking_eps: float = setting(5.0, "eval: L2 budget of the large-budget PGD check.")
+    masking_iters: int = setting(20, "eval: iterations of the large-budget PGD check.")
+    # --attacks pgd: L2 PGD (Madry et al.)
+    pgd_eps: float = setting(0.5, "eval --attacks pgd: L2 PGD eps (random start, step 2.5 eps/iters).")
+    pgd_iters: int = setting(50, "eval --attacks pgd: PGD iterations.")
+    attack_engine: str = setting("compiled", "eval: FGM and MIM from this project's compiled attacks, or from "
+                                 "cleverhans.tf2.attacks itself.", choices=ENGINES)
+    autoattack_version: str = setting("standard", "eval --attacks autoattack: standard (APGD-CE, APGD-T, FAB-T, "
+                                      "Square), rand, or custom.", choices=AUTOATTACK_VERSIONS)
+    autoattack_attacks: tuple[str, ...] = setting((), "eval --autoattack_version custom: attacks in order, from "
+                                                  f"{','.join(AUTOATTACK_PARTS)}.", kind=tuple, of=str)
+    autoattack_norm: str = setting("2", "eval: AutoAttack threat model.", choices=AUTOATTACK_NORMS)
+    # None: the norm's radius, configs.settings.default_eps.
+    autoattack_eps: float | None = setting(None, "eval: AutoAttack radius (default 0.5 for L2, 8/255 for L-inf).",
+                                           kind=float)
+    # APGD's and FAB's iterations (the standard version's 100)
+    autoattack_iters: int = setting(100, "eval: APGD and FAB iterations in AutoAttack.")
+    autoattack_square_queries: int = setting(5000, "eval: Square's queries.")
+    autoattack_seed: int = setting(0, "eval: AutoAttack's seed.")
     # Masking check: APGD-CE at these multiples of the radius (1 is AutoAttack's own APGD-CE stage);
     # robust accuracy must fall with eps. Empty: no curve.
-    autoattack_curve: tuple[float, ...] = (0.25, 0.5, 2.0)
-    eval_preset: str | None = None      # recorded only: run.py applies it to the flags
-    pgn_c_l: tuple[float, ...] = (1.0, 5.0, 20.0, 50.0)
-    pgn_epochs: int = 2
-    pgn_train_limit: int = 10000
-    pgn_eps: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+    autoattack_curve: tuple[float, ...] = setting((0.25, 0.5, 2.0), "eval: multiples of --autoattack_eps at which "
+                                                  "APGD-CE runs for the monotonicity check (empty: none).", of=float)
+    # Recorded only: run.py applies it to the flags.
+    eval_preset: str | None = setting(None, "eval: quick (200 images, fewer iterations, AutoAttack apgd-ce,apgd-t) "
+                                      "or standard (Table 1's settings, all test images, standard AutoAttack); "
+                                      "explicit flags win.", choices=tuple(EVAL_PRESETS), kind=str)
+    pgn_c_l: tuple[float, ...] = setting((1.0, 5.0, 20.0, 50.0), "eval --attacks pgn: c_L sweep (Figure 3).",
+                                         of=float)
+    pgn_epochs: int = setting(2, "eval --attacks pgn: generator training epochs.")
+    pgn_train_limit: int = setting(10000, "eval --attacks pgn: training images used.")
+    pgn_eps: tuple[float, ...] = setting((0.1, 0.25, 0.5, 1.0), "eval --attacks pgn: FGM/PGD eps sweep.", of=float)
 
     def validate(self) -> None:
         if not self.run_dirs:
@@ -121,7 +139,7 @@ class EvalConfig:
 
     @property
     def autoattack_radius(self) -> float:
-        return AUTOATTACK_DEFAULT_EPS[self.autoattack_norm] if self.autoattack_eps is None else self.autoattack_eps
+        return default_eps(self.autoattack_norm) if self.autoattack_eps is None else self.autoattack_eps
 
     @property
     def autoattack_parts(self) -> tuple[str, ...]:

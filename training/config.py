@@ -7,8 +7,8 @@ them for CPU-sized runs.
 from __future__ import annotations
 
 import dataclasses
-import math
 
+from configs.settings import check_finite, default_eps
 from training.defenses import settings_class
 from training.defenses.settings import NORMS, DefenseSettings, check_settings, declared_fields, setting
 
@@ -19,22 +19,25 @@ OPTIMIZERS = ("adam", "sgd")
 # does (a LossScaleOptimizer per network). Logits, losses and attack gradients stay float32 in each.
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SGD_MOMENTUM = 0.9
-STRATEGIES = ("default", "mirrored", "multi_worker")  # = training.distribute.STRATEGIES (a test checks)
-L2_EPS = 0.5        # this project's threat model: L2 0.5 on CIFAR-10 (RobustBench's L2 radius)
-LINF_EPS = 8 / 255  # the L-infinity radius of the L2L and RvS papers
+STRATEGIES = ("default", "mirrored", "multi_worker")  # what training/distribute.py builds (it imports these)
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How the classifier is optimised (independent of the defense)."""
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 5e-4
-    optimizer: str = "adam"       # "adam" (Table 1) or "sgd" (momentum 0.9, L2L's public code; no schedule)
-    ema_decay: float = 0.998
-    ema_warmup: bool = True       # decay min(d, (1+t)/(10+t)) as tf.train.ExponentialMovingAverage
-    width: float = 1.0
-    seed: int = 0
-    precision: str = "float32"    # a PRECISIONS policy; mixed_bfloat16: see training/precision.py
+    """How the classifier is optimised (independent of the defense). Each field is a --flag."""
+    epochs: int = setting(200, "Training epochs.")
+    batch_size: int = setting(128, "Batch size.")
+    lr: float = setting(5e-4, "Adam learning rate.")
+    optimizer: str = setting("adam", "adam (Table 1) or sgd (momentum 0.9, as L2L's public code, without its "
+                             "schedule); --lr sets the learning rate of either.", choices=OPTIMIZERS)
+    ema_decay: float = setting(0.998, "Decay of the weight average that is evaluated.")
+    ema_warmup: bool = setting(True, "Ramp the EMA decay up as (1+t)/(10+t) (tf.train.ExponentialMovingAverage).")
+    width: float = setting(1.0, "Multiplier of the classifier's filter counts (0.25 for CPU runs).")
+    seed: int = setting(0, "Seed of initialisation, data order, augmentation and random starts.")
+    # mixed_bfloat16: see training/precision.py
+    precision: str = setting("float32", "Compute policy: float32, mixed_float16 (GPUs; ~9x slower on a CPU; "
+                             "loss-scaled) or mixed_bfloat16 (CPUs with AMX, some with AVX512-BF16: training says "
+                             "when a probe finds it slower than float32 here; TPUs, Ampere+ GPUs).", choices=PRECISIONS)
 
     @property
     def loss_scaling(self) -> bool:
@@ -42,7 +45,7 @@ class TrainConfig:
         return self.precision == "mixed_float16"
 
     def validate(self) -> None:
-        _finite(self)
+        _check_finite(self)
         _positive(self, "epochs", "batch_size", "lr", "width")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
@@ -128,12 +131,12 @@ class DefenseConfig:
         return self.own.norm
 
     def resolved(self) -> "DefenseConfig":
-        """This config with its radius decided: ``eps`` as given, else the norm's default (L2 0.5,
-        L-inf 8/255). The one place a radius is chosen, so that a sweep over the norm, a benchmark
-        and a test get the same radius for the same norm."""
+        """This config with its radius decided: ``eps`` as given, else the norm's default
+        (configs.settings.default_eps: L2 0.5, L-inf 8/255), so that a sweep over the norm, a
+        benchmark and a test get the same radius for the same norm."""
         if self.eps is not None:
             return self
-        return dataclasses.replace(self, eps=LINF_EPS if self.norm == "inf" else L2_EPS)
+        return dataclasses.replace(self, eps=default_eps(self.norm))
 
     def validate(self) -> None:
         check_settings(self)
@@ -142,25 +145,31 @@ class DefenseConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Where a run lives and how it reports; none of this changes what is learned."""
+    """Where a run lives and how it reports; none of this changes what is learned. Each field but
+    run_dir (run.py's --run_dir, which names the runs an evaluation reads too) is a --flag."""
     run_dir: str = ""
-    overwrite: bool = False
-    log_every_steps: int = 50
-    checkpoint_every_minutes: float = 10.0
-    monitor_size: int = 512       # test examples attacked each epoch with the training attack
-    max_checkpoints: int = 3
-    stop_after_steps: int = 0     # stop (with a checkpoint) after this many steps in total; 0 = never
-    # End training after the first epoch whose benign test accuracy reaches this (0: never): the run
-    # is finished early, at the accuracy a report matches at, with the trajectory a full run has up
-    # to there (no learning-rate schedule depends on the epoch count). Its last epoch is not the
-    # protocol's end: a report compares it in Table 2 but draws no curve point for it.
-    stop_at_benign: float = 0.0
-    keep_checkpoints: str = "last"  # EMA classifier per epoch: "last", "all" or every N-th epoch ("N")
-    strategy: str = "default"     # tf.distribute: "default", "mirrored" or "multi_worker" (training/distribute.py)
-    cpu_replicas: int = 2         # mirrored without a GPU: logical CPU devices
+    overwrite: bool = setting(False, "Move an existing --run_dir aside and start afresh.")
+    log_every_steps: int = setting(50, "TensorBoard / metrics.jsonl cadence in steps.")
+    checkpoint_every_minutes: float = setting(10.0, "Checkpoint this often within an epoch (0: epoch ends only).")
+    monitor_size: int = setting(512, "Test examples attacked with the training attack each epoch.")
+    max_checkpoints: int = setting(3, "Checkpoints kept in <run_dir>/checkpoints.")
+    # Stop with a checkpoint after this many steps in total.
+    stop_after_steps: int = setting(0, "Save and stop once this many steps are done (0: never).")
+    # The run is finished early, at the accuracy a report matches at, with the trajectory a full run
+    # has up to there (no learning-rate schedule depends on the epoch count). Its last epoch is not
+    # the protocol's end: a report compares it in Table 2 but draws no curve point for it.
+    stop_at_benign: float = setting(0.0, "Finish early after the first epoch whose benign test accuracy reaches "
+                                    "this (0: never): a Table 2 run matched at that accuracy needs no more (the "
+                                    "report draws no curve point for it).")
+    keep_checkpoints: str = setting("last", "Keep the EMA classifier of every epoch (all), of the last (last), or "
+                                    "of every N-th epoch and the last (N), for --match_benign.")
+    strategy: str = setting("default", "tf.distribute: default (one device), mirrored (every GPU of this machine, "
+                            "or --cpu_replicas logical CPUs without one) or multi_worker (TF_CONFIG).",
+                            choices=STRATEGIES)
+    cpu_replicas: int = setting(2, "--strategy mirrored on a machine without GPU: logical CPU devices.")
 
     def validate(self) -> None:
-        _finite(self)
+        _check_finite(self)
         _positive(self, "log_every_steps", "monitor_size", "max_checkpoints", "cpu_replicas")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'")
@@ -182,12 +191,9 @@ def keeps_epoch(keep_checkpoints: str, epoch: int, epochs: int) -> bool:
     return keep_checkpoints != "last" and epoch % int(keep_checkpoints) == 0
 
 
-def _finite(cfg) -> None:
-    """Every number of a config is finite: nan or inf would train (or fail) far from the flag."""
+def _check_finite(cfg) -> None:
     for field in dataclasses.fields(cfg):
-        value = getattr(cfg, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"--{field.name} must be a finite number, got {value}")
+        check_finite(field.name, getattr(cfg, field.name))
 
 
 def _positive(cfg, *names: str) -> None:

@@ -1,4 +1,5 @@
-"""How a defense declares its settings: one frozen dataclass of ``setting(...)`` fields per defense.
+"""How a defense declares its settings: one frozen dataclass of ``setting(...)`` fields per defense
+(configs/settings.py's mechanism, which every config's flags use).
 
 Each field is one setting: its name is the ``--flag`` (run.py generates the flag from it), its
 default is written here once, and its metadata carries the help text, the choices or bounds that
@@ -10,44 +11,13 @@ and the readers of run directories use them without loading it.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar
 
-NORMS = ("2", "inf")  # the threat model's norm as a setting: L2 (this project's) or L-infinity
+# The declaration mechanism is configs/settings.py's, shared with the data, training, run and
+# evaluation configs; re-exported here, where the defenses' *_settings.py import it from.
+from configs.settings import NORMS, check_settings, declared_fields, setting
 
-
-def setting(default, help: str, *, choices: tuple | None = None, kind: type | None = None,
-            at_least: float | None = None, above: float | None = None, at_most: float | None = None,
-            below: float | None = None):
-    """A declared setting: its default, one line of help (shown by --help), and what a value must
-    satisfy (one of ``choices``; >= at_least, > above, <= at_most, < below). ``kind`` is the value
-    type when the default cannot say (None for "decided elsewhere")."""
-    kind = kind or type(default)
-    return dataclasses.field(default=default, metadata={
-        "help": help, "choices": choices, "kind": kind, "at_least": at_least, "above": above,
-        "at_most": at_most, "below": below})
-
-
-def declared_fields(cls_or_obj) -> tuple[dataclasses.Field, ...]:
-    """The fields declared with ``setting`` (a command-line flag each)."""
-    return tuple(f for f in dataclasses.fields(cls_or_obj) if "help" in f.metadata)
-
-
-def check_settings(obj) -> None:
-    """Raises ValueError, naming the flag, for the first declared setting of ``obj`` outside its
-    choices or bounds, or a number that is not finite."""
-    for f in declared_fields(obj):
-        value, meta, flag = getattr(obj, f.name), f.metadata, f"--{f.name}"
-        if value is None:
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{flag} must be a finite number, got {value}")
-        if meta["choices"] is not None and value not in meta["choices"]:
-            raise ValueError(f"{flag} must be one of {', '.join(map(str, meta['choices']))}, got '{value}'")
-        for bound, fails, words in (("at_least", lambda v, b: v < b, ">="), ("above", lambda v, b: v <= b, ">"),
-                                    ("at_most", lambda v, b: v > b, "<="), ("below", lambda v, b: v >= b, "<")):
-            if meta[bound] is not None and fails(value, meta[bound]):
-                raise ValueError(f"{flag} must be {words} {meta[bound]:g}, got {value}")
+__all__ = ["NORMS", "DefenseSettings", "check_settings", "declared_fields", "setting"]
 
 
 @dataclasses.dataclass(frozen=True)
