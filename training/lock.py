@@ -17,6 +17,10 @@ from pathlib import Path
 LOCK_FILE = ".lock"
 
 
+class LockFailed(ValueError):
+    """The lock file cannot be made (a read-only place, a file where the folder should be)."""
+
+
 class DirectoryLocked(ValueError):
     """Another live process holds the directory's lock; the message names its PID and host."""
 
@@ -33,9 +37,13 @@ def hold(folder: Path, role: str, fix: str):
     A folder created here and left empty (the caller refused to start) is removed again."""
     folder = Path(folder)
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise LockFailed(f"{role} cannot be locked ({path}: {err.strerror or type(err).__name__}): choose a "
+                         "writable place") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

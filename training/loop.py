@@ -82,6 +82,10 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     strategy = distribute.make_strategy(run_cfg.strategy, run_cfg.cpu_replicas)  # first: it may split the CPU
     distribute.check_batch_split(train_cfg.batch_size, strategy)
     chief = distribute.is_chief(strategy)
+    if chief:  # what can be refused without the lock, before it creates the directory
+        if run_dir.exists() and not run_dir.is_dir():
+            raise rundir.RunDirError(f"--run_dir {run_dir} is a file, not a directory: choose another --run_dir")
+        rundir.check_writable(run_dir, run_dir.is_dir())
     with contextlib.ExitStack() as held:
         if chief:  # one writer per run directory: a second process is refused before it reads anything
             held.enter_context(hold_lock(run_dir, f"--run_dir {run_dir}", _LOCKED_FIX))
