@@ -132,7 +132,7 @@ class RayEngine:
                               f"({str(err).splitlines()[0] if str(err) else type(err).__name__}): start one with "
                               f"`ray start --head`, or leave --ray_address out to run on this machine") from None
         self.startup_seconds = time.monotonic() - started
-        self.task = ray.remote(max_calls=1, max_retries=0)(_ray_job).options(num_cpus=cpus, num_gpus=gpus)
+        self.task = ray.remote(max_calls=1, max_retries=0, num_cpus=cpus, num_gpus=gpus)(_ray_job)
         self.running: dict = {}  # ObjectRef -> job
         self.capacity = 10 ** 6  # Ray queues what does not fit
         if address is not None:

@@ -59,8 +59,8 @@ def run_job(job: dict) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.chdir(job["cwd"])  # paths a spec gives relative (prior reports) mean what they meant to the driver
     _redirect_output(log_path(job["root"], job["kind"], job["name"]))
-    where = {"node": job.get("node") or socket.gethostname(), "host": socket.gethostname(), "pid": os.getpid(),
-             "attempt": job.get("attempt", 1)}
+    where = {"node": job.get("node") or socket.gethostname(), "node_id": job.get("node_id"),
+             "host": socket.gethostname(), "pid": os.getpid(), "attempt": job.get("attempt", 1)}
     started = time.time()
     _write_state(job, {**where, "state": "running", "started": started})
     say = _printer()

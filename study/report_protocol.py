@@ -1,7 +1,7 @@
 """A report's protocol: what it compared, with what, and on which machines.
 
 The hardware is each run's, read from its config.json (``host``: hostname, platform, CPUs and,
-where the run recorded it, the CPU model and GPUs; ``train.precision``): runs trained on a
+where the run recorded it, ``cpu_model`` and ``gpus`` (training/host.py); ``train.precision``): runs trained on a
 cluster's different machines, or on a new machine after the old one went, are named in groups
 that agree, so a reader sees which numbers came from where.
 """
@@ -10,22 +10,9 @@ from __future__ import annotations
 import os
 import platform
 import time
-from pathlib import Path
 
 from study.matching import epoch_records
 from training.rundir import git_state, package_versions
-
-
-def cpu_model() -> str | None:
-    """This machine's CPU model name ("AMD EPYC 9B14", ...), or None where it cannot tell; for a
-    run's record (``training.rundir.run_record``'s host)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def run_hardware(config: dict) -> dict:

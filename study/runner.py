@@ -26,6 +26,7 @@ from study.engines import JobDied, make_engine
 from study.spec import Spec
 from study.sweep import is_finished
 from training import rundir
+from training.rundir import RunDirError
 
 MAX_ATTEMPTS = 3
 POLL_SECONDS = 2.0
@@ -42,13 +43,13 @@ class Options:
 def run_study(spec: Spec, root: str, options: Options, say=print) -> int:
     """Runs what the study lacks; returns the exit code (0 all done, 1 a job failed, 130 stopped)."""
     root_path = Path(root).absolute()
-    root_path.mkdir(parents=True, exist_ok=True)
-    restore_logs(spec, root_path, say)
     cpus = options.cpus_per_run or (os.cpu_count() if options.engine == "local" else 1)
     engine = make_engine(options.engine, root_path, options.ray_address, cpus, options.gpus_per_run, say)
     started = time.monotonic()
     tally = _Tally(say, cpus)
     try:
+        root_path.mkdir(parents=True, exist_ok=True)  # an engine that cannot start leaves nothing behind
+        restore_logs(spec, root_path, say)
         say(f"study {spec.name} ({spec.path}) under {root_path} on {engine.describe()}")
         code = _run(spec, root_path, engine, tally, int(max(cpus, 1)), say)
     except KeyboardInterrupt:
@@ -83,7 +84,11 @@ def _run(spec: Spec, root: Path, engine, tally: "_Tally", threads: int, say) -> 
               **{k: spec.report[k] for k in ("curve_test_limit", "figure2_epochs", "autoattack_complete",
                                              "prior_reports")}}
     from study.evaluations import evaluation_keys
-    keys = evaluation_keys(root, cfg, report)
+    try:
+        keys = evaluation_keys(root, cfg, report)
+    except RunDirError as err:  # e.g. no run finished: nothing to evaluate or report
+        say(f"cannot evaluate: {err}")
+        return 1
     evaluations = [{**base, "kind": "evaluate", "name": name, "key": key, "eval": evaluation, "report": report}
                    for name, key in keys.items() if _evaluated_key(root, name) != key]
     say(f"evaluation: {len(evaluations)} run(s) to evaluate, {len(keys) - len(evaluations)} evaluated")

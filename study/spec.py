@@ -166,7 +166,7 @@ def load(path: str | Path, dataset: str | None = None) -> Spec:
         raise SpecError(f"{where}: no dataset: set study.dataset or give --dataset")
 
     training = _training(raw, preset, where)
-    arms = tuple(_arm(a, i, where, training) for i, a in enumerate(_arms(raw, where)))
+    arms = tuple(_arm(a, f"arms[{i}].", where, training) for i, a in enumerate(_arms(raw, where)))
     matching = _matching(raw, where, seeds, curve_seeds)
     evaluation, source, source_seed = _evaluation(raw, where, training)
     report = _section(raw, "report", _REPORT_DEFAULTS, where)
@@ -194,10 +194,9 @@ def _training(raw: dict, preset: str | None, where: str) -> dict:
     return values
 
 
-def _arm(raw: dict, index: int, where: str, training: dict) -> Arm:
-    key = f"arms[{index}]."
+def _arm(raw: dict, key: str, where: str, training: dict) -> Arm:
     if not isinstance(raw, dict):
-        raise SpecError(f"{where}: arms[{index}] must be a table ([[arms]])")
+        raise SpecError(f"{where}: {key.rstrip('.')} must be a table ([[arms]])")
     _known(raw, ("defense", "settings", "sweep", "table"), where, key)
     defense = _typed(raw, "defense", str, where, key, None)
     if defense not in DEFENSES:
@@ -224,13 +223,14 @@ def _arm(raw: dict, index: int, where: str, training: dict) -> Arm:
             sweep = Sweep.parse(f"{name}=" + ",".join(map(_text, values)), defense)
         except ValueError as err:
             raise SpecError(f"{where}: {key}sweep.{name}: {str(err).replace('--sweep ', '')}") from None
-        if name in settings and name not in names:
-            raise SpecError(f"{where}: {key}sweep.{name} is also fixed in {key}settings")
+        if name in fixed:
+            raise SpecError(f"{where}: {key}sweep.{name} is also fixed in {key}settings: choose one")
     table = raw.get("table", sweep.values[0] if len(sweep.values) == 1 else None)
     if sweep.name is not None and table not in sweep.values:
         raise SpecError(f"{where}: {key}table must be one of {key}sweep.{sweep.name}'s values "
                         f"({', '.join(map(_text, sweep.values))}): the value Table 2 compares at, trained with "
                         f"every seed")
+    table = next((v for v in sweep.values if v == table), table)  # as the sweep's type: 1 -> 1.0 for c_l
     if sweep.name is None and "table" in raw:
         raise SpecError(f"{where}: {key}table names a swept value, and {key} sweeps nothing")
     try:
@@ -290,7 +290,7 @@ def _evaluation(raw: dict, where: str, training: dict):
     seed = _typed(source_raw, "seed", int, where, "evaluation.source.", None)
     if seed is None:
         raise SpecError(f"{where}: evaluation.source.seed is needed: the black-box source is an independent run")
-    arm = _arm({k: v for k, v in source_raw.items() if k != "seed"}, 0, where, training)
+    arm = _arm({k: v for k, v in source_raw.items() if k != "seed"}, "evaluation.source.", where, training)
     return values, arm, seed
 
 
