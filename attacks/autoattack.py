@@ -58,10 +58,9 @@ from attacks import _checks
 from attacks.apgd import apgd, apgd_targeted
 from attacks.fab import fab_targeted
 from attacks.square import square_attack
+from configs.autoattack import ATTACKS, VERSIONS
 from configs.settings import default_eps
 
-ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr")
-VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 DEFAULT_EPS = {2: default_eps(2), np.inf: default_eps(np.inf)}  # the one threat model's radii, by norm
 _STANDARD_SETTINGS = {
     "apgd-ce": dict(loss="ce", n_iter=100, n_restarts=1, eot_iter=1, rho=0.75),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+# AUTOATTACK_PARTS: the attacks a custom AutoAttack chooses from; AUTOATTACK_FIXED: the fixed
+# versions' attacks in order (the lists attacks.autoattack runs).
+from configs.autoattack import ATTACKS as AUTOATTACK_PARTS, VERSIONS as AUTOATTACK_FIXED
 from configs.settings import default_eps, setting
 
 # White-box attacks and the minimum-norm ones; "pgn" is the generator-as-attack study (Figure 3);
@@ -14,10 +17,6 @@ MIN_NORM_ATTACKS = ("deepfool", "cw")
 # Where FGM and MIM come from: this project's compiled attacks, or cleverhans.tf2.attacks itself.
 ENGINES = ("compiled", "cleverhans")
 AUTOATTACK_VERSIONS = ("standard", "rand", "custom")
-# attacks.autoattack.ATTACKS, repeated so that flags are checked before TensorFlow loads (tested equal).
-AUTOATTACK_PARTS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr")
-# attacks.autoattack.VERSIONS, likewise: the attacks of the fixed versions, in order.
-AUTOATTACK_FIXED = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 AUTOATTACK_NORMS = ("2", "inf")
 
 # --eval_preset (--mode eval and --mode report): explicit flags win over these. quick: a first look
