@@ -241,6 +241,8 @@ def main(argv):
             _eval_config().validate()
         if FLAGS.mode == "report":
             _report_config().validate()
+        if FLAGS.mode == "sweep":
+            _sweep_plan()
     except ValueError as err:
         _fail(str(err))
     _load_tensorflow()
@@ -285,17 +287,24 @@ def _train():
     print(f"{state} at step {result.step}/{result.total_steps}; run directory {result.run_dir}")
 
 
+def _sweep_plan():
+    """(the parsed --sweep, the seeds): a ValueError naming the flag for either, or for --run_dir."""
+    from study.sweep import Sweep
+
+    if FLAGS.run_dir:
+        raise ValueError("--mode sweep names its runs itself under --root: drop --run_dir")
+    try:
+        seeds = tuple(int(s) for s in FLAGS.seeds) if FLAGS.seeds else (_value("seed"),)
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers, got {','.join(FLAGS.seeds)}") from None
+    return Sweep.parse(FLAGS.sweep, _value("defense")), seeds
+
+
 def _sweep():
-    from study.sweep import Sweep, dry_run, run_sweep
+    from study.sweep import dry_run, run_sweep
 
     def sweep():
-        if FLAGS.run_dir:
-            raise ValueError("--mode sweep names its runs itself under --root: drop --run_dir")
-        try:
-            seeds = tuple(int(s) for s in FLAGS.seeds) if FLAGS.seeds else (_value("seed"),)
-        except ValueError:
-            raise ValueError(f"--seeds takes comma-separated integers, got {','.join(FLAGS.seeds)}") from None
-        sweep_spec = Sweep.parse(FLAGS.sweep, _value("defense"))
+        sweep_spec, seeds = _sweep_plan()
         if FLAGS.dry_run:
             data_cfg, train_cfg, defense_cfg, run_cfg = _configs()
             return dry_run(FLAGS.root, sweep_spec, seeds, data_cfg, train_cfg, defense_cfg,

@@ -122,6 +122,17 @@ def test_report_options_are_refused_before_any_data_loads(tmp_path, args, fragme
     assert_one_line_error(result, *fragments)
 
 
+@pytest.mark.parametrize("args, fragments", [
+    (["--seeds", "1,a"], ["--seeds", "integers"]),
+    (["--sweep", "nothing=1"], ["--sweep", "nothing"]),
+    (["--run_dir", "somewhere"], ["--run_dir"]),
+])
+def test_sweep_options_are_refused_before_anything_starts(tmp_path, args, fragments):
+    result = run_py("--mode", "sweep", "--root", str(tmp_path / "root"), *args)
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "root").exists()
+
+
 def test_one_default_radius_per_norm():
     assert default_eps("2") == default_eps(2) == 0.5
     assert default_eps("inf") == default_eps(math.inf) == pytest.approx(8 / 255)
