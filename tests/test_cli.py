@@ -74,7 +74,7 @@ def test_offline_cifar10_without_a_copy_fails_fast_naming_both_fixes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_dir_with_other_settings_and_a_corrupt_checkpoint_are_refused(tiny_folder, tmp_path):
+def test_a_run_dir_with_other_settings_is_refused_and_left_as_it_was(tiny_folder, tmp_path):
     common = ["--dataset", f"folder:{tiny_folder}", "--data_dir", str(tmp_path / "tfds"), "--preset", "smoke",
               "--batch_size", "32", "--train_limit", "0", "--test_limit", "0", "--run_dir", str(tmp_path / "run")]
     assert run_py(*common, "--defense", "none", "--epochs", "2").returncode == 0
@@ -84,10 +84,8 @@ def test_a_run_dir_with_other_settings_and_a_corrupt_checkpoint_are_refused(tiny
     config = json.loads((tmp_path / "run" / "config.json").read_text())  # the run now says what was asked of it
     assert config["settings"]["train.epochs"] == 1 and config["changes"][-1]["train.epochs"] == [2, 1]
     assert_one_line_error(run_py(*common, "--defense", "fgm"), "different settings", "defense.defense")
-    for shard in (tmp_path / "run" / "checkpoints").glob("*.index"):
-        shard.write_bytes(b"garbage")
-    assert_one_line_error(run_py(*common, "--defense", "none", "--epochs", "3"), "unreadable")
     assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == listing
+    # (Unreadable checkpoints are skipped, not refused: tests/test_nothing_lost.py.)
 
 
 @pytest.mark.parametrize("defense", ["none", "fgm", "pgd", "pgn", "l2l", "rvs"])
