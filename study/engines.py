@@ -168,6 +168,8 @@ class RayEngine:
             job = self.running.pop(ref)
             try:
                 out.append((job, self.ray.get(ref)))
+            except self.ray.exceptions.TaskCancelledError:  # stopped before it started
+                out.append((job, {"outcome": "cancelled"}))
             except self.ray.exceptions.RayError as err:
                 out.append((job, JobDied(f"{type(err).__name__}: {_first_line(err)}")))
         return out

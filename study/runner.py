@@ -188,7 +188,10 @@ class _Tally:
         if outcome == "failed":
             self.say(f"{_label(job)}: failed{where}: {result.get('error')}")
         elif outcome == "stopped":
-            self.say(f"{_label(job)}: stopped{where} at step {result.get('step')}; the same command resumes it")
+            at = f"at step {result['step']}" if result.get("step") else "before its first checkpoint"
+            self.say(f"{_label(job)}: stopped{where} {at}; the same command resumes it")
+        elif outcome == "cancelled":
+            self.say(f"{_label(job)}: not started; the same command runs it")
         else:
             extra = f" from step {result['resumed_from']}" if outcome == "resumed" else ""
             self.say(f"{_label(job)}: done ({outcome}{extra}){where} in {result.get('seconds', 0):.0f} s")
