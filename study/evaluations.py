@@ -20,7 +20,7 @@ from study.matching import closest_epoch
 
 def evaluation_keys(root: Path, cfg, options: dict) -> dict[str, str]:
     """{run name: the key of its evaluation} for every finished run under ``root`` (the source
-    aside) that has weights to attack; ``options``: the report's (match_benign, tolerance,
+    aside) that has weights to attack, Table 2's runs first; ``options``: the report's (match_benign, tolerance,
     curve_test_limit, figure2_epochs, autoattack_complete)."""
     runs, _, source, groups, table_runs, _, target = report.plan(str(root), cfg, options["match_benign"])
     table = {id(m) for members in table_runs.values() for m in members}
@@ -30,7 +30,9 @@ def evaluation_keys(root: Path, cfg, options: dict) -> dict[str, str]:
               "test_limit": cfg.test_limit, "source": _fingerprint(source) if source else None,
               **{k: options[k] for k in ("curve_test_limit", "autoattack_complete")}}
     keys = {}
-    for member in (m for members in groups.values() for m in members if m.has_weights):
+    members = [m for ms in groups.values() for m in ms if m.has_weights]
+    # Table runs first: the first evaluation crafts the black-box source's adversarials for the rest.
+    for member in sorted(members, key=lambda m: id(m) not in table):
         parts = {}
         if id(member) in table:
             match = closest_epoch(member.accuracies, member.kept or [max(member.accuracies)], target,

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from study import jobs
-from study.engines import LocalEngine
-from study.runner import Options, _schedule, _Tally, run_study
+from study.runner import Options, run_study
 from study.spec import load
+from study.status import show_status
 from tests.test_cli import ROOT, assert_one_line_error
 
 pytestmark = pytest.mark.slow
@@ -62,13 +62,10 @@ def spec(tiny_folder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uninterrupted(spec, tmp_path_factory) -> Path:
-    """Each run trained once, start to end, one thread, by the local engine's process per job."""
-    root = tmp_path_factory.mktemp("uninterrupted")
-    tally = _Tally(lambda *_: None, 1)
-    todo = [{"root": str(root), "cwd": os.getcwd(), "threads": 1, "kind": "train", "name": run.name,
-             "configs": spec.configs(run), "epochs": 6} for run in spec.runs(root)]
-    _schedule(LocalEngine(root), todo, tally)
-    assert tally.outcomes["train:trained"] == 2
+    """The study on the local engine, one thread per job: each run trained once, start to end."""
+    root, lines = tmp_path_factory.mktemp("local"), []
+    assert run_study(spec, str(root), Options("local", None, 1, 0), say=lines.append) == 0, "\n".join(lines)
+    assert "summary: 2 run(s) trained, 0 resumed" in lines[-1]
     return root
 
 
@@ -114,6 +111,8 @@ def _kill_when_past_first_epoch(root: Path, name: str, killed: list) -> threadin
 
 
 def test_a_study_on_a_two_node_ray_cluster_survives_a_killed_training_process(spec, uninterrupted, tmp_path):
+    """Against ``uninterrupted`` (the same study on the local engine); one test, so that parallel
+    test processes do not each train that reference."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
@@ -132,23 +131,21 @@ def test_a_study_on_a_two_node_ray_cluster_survives_a_killed_training_process(sp
     assert f"run {KILLED}: its process died on {killed[0]['node']}" in said
     # (b) the killed run resumed from its checkpoint, not step 0, and ended as if never killed;
     assert _starts(root / KILLED)[0] == 0 and max(_starts(root / KILLED)) > 0
-    # (a) every run (the other one never interrupted) equals its uninterrupted training, bit for bit.
+    # (a) every run (the other one never interrupted) equals its training on the local engine, bit for bit.
     for name in ("none-seed0", KILLED):
         _same_as(root / name, uninterrupted / name)
     assert (root / "report" / "report.md").exists()
     assert "summary: 1 run(s) trained, 1 resumed" in said and "1 job(s) retried" in said
 
-
-def test_the_local_engine_runs_the_same_study_to_the_same_weights(spec, uninterrupted, tmp_path):
-    lines = []
-    code = run_study(spec, str(tmp_path), Options("local", None, 1, 0), say=lines.append)
-    assert code == 0, "\n".join(lines)
-    for name in ("none-seed0", KILLED):
-        _same_as(tmp_path / name, uninterrupted / name)
-    again = []  # finished work is skipped: no run trained, no run evaluated again
-    assert run_study(spec, str(tmp_path), Options("local", None, 1, 0), say=again.append) == 0
+    # The same root on the local engine: finished work is skipped; --status trains nothing.
+    again = []
+    assert run_study(spec, str(root), Options("local", None, 1, 0), say=again.append) == 0
     assert "training: 0 run(s) to train, 2 finished" in again and "evaluation: 0 run(s) to evaluate, 2 evaluated" \
         in again
+    status = []
+    show_status(spec, str(root), say=status.append)
+    assert status[0] == "[1/2] none-seed0: finished" and status[-1].startswith("status: 2 of 2 run(s) trained, "
+                                                                                "0 running now")
 
 
 def _study_cli(tmp_path: Path, *args: str, pythonpath: str = str(ROOT)) -> subprocess.CompletedProcess:
