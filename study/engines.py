@@ -113,13 +113,13 @@ class RayEngine:
     """Each job a Ray task with ``cpus`` CPUs (and ``gpus`` GPUs), on a Ray instance started here
     (``address`` None) or on the cluster at ``address`` ("auto" or HOST:PORT)."""
 
-    def __init__(self, root: Path, address: str | None, cpus: float, gpus: float, say=print):
+    def __init__(self, root: Path, address: str | None, cpus: float, gpus: float):
         try:
             import ray
         except ImportError:
             raise EngineError("--engine ray needs Ray, which is not installed: pip install ray==2.60.0 "
                               "(requirements.txt), or use --engine local") from None
-        self.ray, self.root, self.say = ray, Path(root), say
+        self.ray, self.root = ray, Path(root)
         if address not in (None, "auto"):
             _probe_address(address)
         started = time.monotonic()
@@ -226,9 +226,9 @@ def _first_line(err: Exception) -> str:
     return text[0][:200] if text else ""
 
 
-def make_engine(name: str, root: Path, address: str | None, cpus: float, gpus: float, say=print):
+def make_engine(name: str, root: Path, address: str | None, cpus: float, gpus: float):
     if name == "local":
         if address:
             raise EngineError("--ray_address joins a Ray cluster: give it with --engine ray")
         return LocalEngine(root)
-    return RayEngine(root, address, cpus, gpus, say)
+    return RayEngine(root, address, cpus, gpus)

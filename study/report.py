@@ -37,8 +37,8 @@ from eval.suite import LoadedRun, outcome
 from study import report_claims, report_curves, report_prior, report_protocol
 from study.matching import Match, closest_epoch, epoch_accuracies, epoch_records, kept_epochs, parse_target
 from study.report_tables import DEFENSE_TITLES, evaluation_cost, group_title
-from training.rundir import (CONFIG_FILE, RunDirError, default_settings, finished_event, git_state, move_aside,
-                             package_versions, read_config, write_json_atomic)
+from training.rundir import (CONFIG_FILE, RunDirError, default_settings, finished_event, move_aside, read_config,
+                             write_json_atomic)
 
 REPORT_DIR = "report"
 # What a report was asked for and made from; a report that differs in any of these is kept aside.
@@ -140,8 +140,8 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     if curve_test_limit < 0:
         raise ValueError(f"--curve_test_limit must be >= 0, got {curve_test_limit}")
     picks = subset(len(y_test), curve_test_limit)
-    protocol = report_protocol.protocol(cfg, dataset, runs, groups, target_spec, target, tolerance,
-                                        TABLE_ATTACKS + ("masking",) + tuple(a for a in EXTRA_ATTACKS if a in cfg.attacks))
+    attacks = TABLE_ATTACKS + ("masking",) + tuple(a for a in EXTRA_ATTACKS if a in cfg.attacks)
+    protocol = report_protocol.protocol(cfg, dataset, runs, groups, target_spec, target, tolerance, attacks)
     protocol["curve_test_images"] = int(len(picks))
     protocol["autoattack_complete"] = 0 if completion_picks is None else int(len(completion_picks))
     priors = report_prior.load_priors(prior_reports, protocol)
