@@ -2,7 +2,6 @@
 training a run killed mid-run, and the one-line refusals. Smoke-sized: a few seconds per job."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -19,6 +18,7 @@ from study import jobs
 from study.runner import Options, run_study
 from study.spec import load
 from study.status import show_status
+from training import rundir
 from tests.test_cli import ROOT, assert_one_line_error
 
 pytestmark = pytest.mark.slow
@@ -78,13 +78,12 @@ def _weights(run_dir: Path) -> list[np.ndarray]:
 
 
 def _epochs(run_dir: Path) -> list[tuple]:
-    return [(r["epoch"], r["test_acc"], r["train_loss"]) for r in map(json.loads, (run_dir / "metrics.jsonl")
-            .read_text().splitlines()) if r["kind"] == "epoch_record"]
+    """(epoch, benign accuracy, training loss) of each epoch (a line being written is not read)."""
+    return [(r["epoch"], r["test_acc"], r["train_loss"]) for r in rundir.read_metrics(run_dir, "epoch_record")]
 
 
 def _starts(run_dir: Path) -> list[int]:
-    return [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-            if r["kind"] == "start"]
+    return [r["step"] for r in rundir.read_metrics(run_dir, "start")]
 
 
 def _same_as(run_dir: Path, reference: Path) -> None:
@@ -100,7 +99,7 @@ def _kill_when_past_first_epoch(root: Path, name: str, killed: list) -> threadin
         while time.monotonic() < deadline:
             state = jobs.read_state(root, "train", name) or {}
             run_dir = root / name
-            if state.get("state") == "running" and (run_dir / "metrics.jsonl").exists() and _epochs(run_dir):
+            if state.get("state") == "running" and _epochs(run_dir):
                 os.kill(state["pid"], signal.SIGKILL)
                 killed.append(state)
                 return
