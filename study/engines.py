@@ -113,7 +113,7 @@ class RayEngine:
     """Each job a Ray task with ``cpus`` CPUs (and ``gpus`` GPUs), on a Ray instance started here
     (``address`` None) or on the cluster at ``address`` ("auto" or HOST:PORT)."""
 
-    def __init__(self, root: Path, address: str | None, cpus: float, gpus: float):
+    def __init__(self, root: Path, address: str | None, cpus: float, gpus: float, data: Path | None = None):
         try:
             import ray
         except ImportError:
@@ -136,7 +136,7 @@ class RayEngine:
         self.running: dict = {}  # ObjectRef -> job
         self.capacity = 10 ** 6  # Ray queues what does not fit
         if address is not None:
-            self._check_shared_storage()
+            self._check_shared_storage(data)
 
     @property
     def nodes(self) -> int:
@@ -185,26 +185,35 @@ class RayEngine:
     def close(self) -> None:
         self.ray.shutdown()
 
-    def _check_shared_storage(self) -> None:
-        """Every node must see the study's root at the same path: a run retried on another node
-        resumes from the checkpoints its first attempt wrote there."""
+    def _check_shared_storage(self, data: Path | None) -> None:
+        """Every node must see the study's root at the same path (a run retried on another node
+        resumes from the checkpoints its first attempt wrote there), and the image folder it
+        trains on (``data``), checked with a task on each node."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         probe = self.root / jobs.STATE_DIR / f"probe-{uuid.uuid4().hex}"
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_text("")
+        paths = [str(probe)] + ([str(data)] if data else [])
         try:
             nodes = self._alive()
-            checks = [self.ray.remote(num_cpus=0)(os.path.exists).options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(probe))
+            checks = [self.ray.remote(num_cpus=0)(_seen).options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(paths)
                 for n in nodes]
             for node, seen in zip(nodes, self.ray.get(checks, timeout=120)):
-                if not seen:
+                if not seen[0]:
                     raise EngineError(f"--root {self.root} is not visible from Ray node {node['NodeManagerAddress']}: "
                                       f"a study's runs must live on storage every node mounts at the same path (a "
                                       f"shared file system), so that a run retried elsewhere resumes from its "
                                       f"checkpoints")
+                if not all(seen):
+                    raise EngineError(f"the dataset folder {data} is not visible from Ray node "
+                                      f"{node['NodeManagerAddress']}: every node trains from it, at the same path")
         finally:
             probe.unlink(missing_ok=True)
+
+
+def _seen(paths: list[str]) -> list[bool]:
+    return [os.path.exists(p) for p in paths]
 
 
 def _probe_address(address: str) -> None:
@@ -226,9 +235,11 @@ def _first_line(err: Exception) -> str:
     return text[0][:200] if text else ""
 
 
-def make_engine(name: str, root: Path, address: str | None, cpus: float, gpus: float):
+def make_engine(name: str, root: Path, address: str | None, cpus: float, gpus: float, data: Path | None = None):
+    """``data``: the image folder the study trains from (None: a tfds dataset), which every Ray
+    node must see."""
     if name == "local":
         if address:
             raise EngineError("--ray_address joins a Ray cluster: give it with --engine ray")
         return LocalEngine(root)
-    return RayEngine(root, address, cpus, gpus)
+    return RayEngine(root, address, cpus, gpus, data)

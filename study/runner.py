@@ -44,7 +44,9 @@ def run_study(spec: Spec, root: str, options: Options, say=print) -> int:
     """Runs what the study lacks; returns the exit code (0 all done, 1 a job failed, 130 stopped)."""
     root_path = Path(root).absolute()
     cpus = options.cpus_per_run or (os.cpu_count() if options.engine == "local" else 1)
-    engine = make_engine(options.engine, root_path, options.ray_address, cpus, options.gpus_per_run)
+    folder = spec.dataset.split(":", 1)[1] if spec.dataset.startswith("folder:") else None
+    engine = make_engine(options.engine, root_path, options.ray_address, cpus, options.gpus_per_run,
+                         Path(folder).expanduser().absolute() if folder else None)
     started = time.monotonic()
     tally = _Tally(say, cpus)
     try:
