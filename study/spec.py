@@ -26,6 +26,7 @@ import data
 from configs import PRESETS
 from eval.config import ATTACKS, EvalConfig
 from study.matching import parse_target
+from study.report_config import ReportConfig
 from training.config import DefenseConfig, RunConfig, TrainConfig
 from training.defenses import NAMES as DEFENSES
 from study.sweep import PlannedRun, Sweep, plan
@@ -37,9 +38,12 @@ _TRAINING_FIELDS = {f.name: f for cfg in (data.DataConfig, TrainConfig, RunConfi
                     for f in dataclasses.fields(cfg) if f.name not in _DECIDED}
 _EVAL_FIELDS = {f.name: f for f in dataclasses.fields(EvalConfig)
                 if f.name not in ("run_dirs", "source_run", "eval_dir", "eval_preset", "cache_dir")}
-_REPORT_DEFAULTS = {"curve_test_limit": 0, "figure2_epochs": 6, "autoattack_complete": 0, "prior_reports": [],
-                    "training_logs": ""}
-_MATCHING_DEFAULTS = {"target": "lowest", "tolerance": 0.01, "stop_at_benign": 0.0}
+# Defaults as --mode report's (study/report_config.py) and --stop_at_benign's: declared once.
+_REPORT_DEFAULTS = {**{k: getattr(ReportConfig, k) for k in ("curve_test_limit", "figure2_epochs",
+                                                             "autoattack_complete")},
+                    "prior_reports": [], "training_logs": ""}
+_MATCHING_DEFAULTS = {"target": ReportConfig.match_benign, "tolerance": ReportConfig.match_tolerance,
+                      "stop_at_benign": RunConfig.stop_at_benign}
 
 
 class SpecError(ValueError):
@@ -277,7 +281,8 @@ def _evaluation(raw: dict, where: str, training: dict):
         values[key] = value
     unknown = [a for a in values.get("attacks", ()) if a not in ATTACKS]
     if unknown:
-        raise SpecError(f"{where}: evaluation.attacks: unknown attack {unknown[0]!r} (choose from {', '.join(ATTACKS)})")
+        raise SpecError(f"{where}: evaluation.attacks: unknown attack {unknown[0]!r} (choose from "
+                        f"{', '.join(ATTACKS)})")
     try:
         EvalConfig(run_dirs=("-",), **values).validate()
     except ValueError as err:
