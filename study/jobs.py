@@ -113,9 +113,8 @@ def _train(job: dict, say) -> dict:
 def _locked(err: Exception) -> bool:
     """Whether training refused because another process holds the run directory's lock (our own
     killed attempt, not yet dead)."""
-    from training import lock, rundir
-    kinds = tuple(k for k in (getattr(rundir, "RunDirLocked", None), lock.DirectoryLocked) if k is not None)
-    return isinstance(err, kinds)
+    from training import lock
+    return isinstance(err, lock.DirectoryLocked)
 
 
 def _evaluate(job: dict, say) -> dict:

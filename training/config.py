@@ -120,7 +120,7 @@ class DefenseConfig:
     def variant(self) -> dict:
         """{setting: value} of this defense's own categorical settings (text or boolean: which
         algorithm, not how strong) that differ from their defaults, e.g. {"pgn_grad_scale": "unit"}:
-        what names a run beside its sweep's value (training.sweep) and a curve of its own (the report)."""
+        what names a run beside its sweep's value (study.sweep) and a curve of its own (the report)."""
         default = settings_class(self.defense)()
         return {f.name: getattr(self.own, f.name) for f in declared_fields(self.own)
                 if f.metadata["kind"] in (str, bool) and getattr(self.own, f.name) != getattr(default, f.name)}

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from training import writes
+from training import host, writes
 from training.lock import LOCK_FILE
 
 CONFIG_FILE = "config.json"
@@ -336,7 +336,7 @@ def run_record(flags: dict, settings: dict, dataset_info: dict) -> dict:
         "versions": package_versions(),
         "git": git_state(),
         "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
-                 "cpus": os.cpu_count()},
+                 "cpus": os.cpu_count(), "cpu_model": host.cpu_model(), "gpus": host.gpu_names()},
     }
 
 
