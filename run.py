@@ -19,10 +19,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 from absl import app, flags, logging  # noqa: E402
 
 from configs import PRESETS  # noqa: E402
-from configs.settings import check_finite, flag_fields  # noqa: E402
+from configs.settings import check_finite, check_settings, flag_fields  # noqa: E402
 from data.dataset import DataConfig  # noqa: E402
 from eval.config import EVAL_PRESETS, EvalConfig  # noqa: E402
 from study.report_config import ReportConfig  # noqa: E402
+from study.options import Options as StudyOptions  # noqa: E402
 from training.config import DefenseConfig, RunConfig, TrainConfig  # noqa: E402
 from training.defenses import NAMES as DEFENSE_NAMES, SETTINGS as DEFENSE_SETTINGS  # noqa: E402
 from training.defenses.settings import declared_fields  # noqa: E402
@@ -84,13 +85,8 @@ for _field in flag_fields(ReportConfig):
     _define_setting(_field)
 # Studies (--mode study): a spec file (studies/*.toml) run on an engine
 flags.DEFINE_string("spec", None, "study: the study's spec (TOML; docs/studies.md), e.g. studies/smoke.toml.")
-flags.DEFINE_enum("engine", "local", ["local", "ray"], "study: local (one job at a time on this machine) or ray "
-                  "(each training run and evaluation a Ray task).")
-flags.DEFINE_string("ray_address", None, "study --engine ray: auto or HOST:PORT of a running Ray cluster to join "
-                    "(default: start a Ray instance on this machine).")
-flags.DEFINE_float("cpus_per_run", None, "study: CPUs (and TensorFlow threads) per job (default: every core "
-                   "with --engine local, 1 with --engine ray).")
-flags.DEFINE_float("gpus_per_run", 0.0, "study --engine ray: GPUs per job.")
+for _field in flag_fields(StudyOptions):
+    _define_setting(_field)
 flags.DEFINE_boolean("status", False, "study: train nothing; say what is done, what is running where, what is "
                      "left and the hours it needs.")
 # Evaluation (--mode eval): eval/config.py EvalConfig, the paper's Table 1 attack settings by default
@@ -368,8 +364,9 @@ def _study():
         if FLAGS.status:
             from study.status import show_status
             return show_status(spec, FLAGS.root)
-        from study.runner import Options, run_study
-        options = Options(FLAGS.engine, FLAGS.ray_address, FLAGS.cpus_per_run, FLAGS.gpus_per_run)
+        from study.runner import run_study
+        options = StudyOptions(**{f.name: FLAGS[f.name].value for f in flag_fields(StudyOptions)})
+        check_settings(options)
         signal.signal(signal.SIGTERM, _interrupt)
         code = run_study(spec, FLAGS.root, options)
     except (SpecError, EngineError) as err:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from study import jobs
 from study.engines import JobDied, make_engine
+from study.options import Options  # noqa: F401 (re-exported: callers build it beside run_study)
 from study.spec import Spec
 from study.sweep import is_finished
 from training import rundir
@@ -30,14 +31,6 @@ from training.rundir import RunDirError
 
 MAX_ATTEMPTS = 3
 POLL_SECONDS = 2.0
-
-
-@dataclasses.dataclass
-class Options:
-    engine: str = "local"
-    ray_address: str | None = None
-    cpus_per_run: float | None = None   # None: every core (local), 1 (ray)
-    gpus_per_run: float = 0.0
 
 
 def run_study(spec: Spec, root: str, options: Options, say=print) -> int:

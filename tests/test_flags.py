@@ -13,16 +13,18 @@ from configs.settings import default_eps, flag_fields
 from data.dataset import DataConfig
 from eval.config import EVAL_PRESETS, EvalConfig
 from study.report_config import ReportConfig
+from study.options import Options as StudyOptions
 from tests.test_cli import assert_one_line_error, run_py
 from training.config import DefenseConfig, RunConfig, TrainConfig
 from training.defenses import SETTINGS
 
 FLAGS = flags.FLAGS
-CONFIGS = (DataConfig, TrainConfig, RunConfig, ReportConfig, EvalConfig, DefenseConfig, *SETTINGS.values())
+CONFIGS = (DataConfig, TrainConfig, RunConfig, ReportConfig, EvalConfig, StudyOptions, DefenseConfig,
+           *SETTINGS.values())
 # The flags that are no config's field: what to do, the presets, a deprecated alias, the run
 # directories (a train's one or an evaluation's several), and the sweep's and study's own.
 HAND_WRITTEN = {"mode", "preset", "mixed_precision", "defense", "run_dir", "root", "sweep", "seeds", "dry_run",
-                "spec", "engine", "ray_address", "cpus_per_run", "gpus_per_run", "status"}
+                "spec", "status"}
 
 
 def _as_setting(field, flag_default):
