@@ -89,11 +89,9 @@ def evaluate_model(model, x, y, *, eps: float | None = None, norm=2, attacks=("a
     ``--mode eval`` by its flag name (``mim_iters=20``, ``autoattack_iters=50``, ...; see
     docs/evaluation.md). ``out_dir``: also write results.json and robustbench.json there."""
     from eval import autoattack_eval
-    from eval.autoattack_eval import AutoAttackOutcome
     from eval.config import EvalConfig
     from eval.metrics import Outcome, summarize
-    from eval.progress import Progress
-    from eval.suite import _attack_fn
+    from eval.suite import craft_arrays
     from training.rundir import git_state, package_versions, write_json_atomic
 
     x, y, classes = _check_inputs(model, x, y, eps, norm, tuple(attacks), batch_size)
@@ -117,29 +115,15 @@ def evaluate_model(model, x, y, *, eps: float | None = None, norm=2, attacks=("a
     clean = predict(x)
     outcomes, summaries = {}, {}
     for attack in [a for a in attacks if a in PAPER_ATTACKS]:
-        fn = _attack_fn(attack, model_fn, cfg)
-        progress = Progress(len(y), f"{attack} on {name} ({len(y)} examples)")
-        started, pieces = time.perf_counter(), []
-        for start in range(0, len(y), batch_size):
-            pieces.append(np.asarray(fn(tf.constant(x[start:start + batch_size]), tf.constant(y[start:start + batch_size]))))
-            progress.update(min(start + batch_size, len(y)))
-        x_adv = np.concatenate(pieces)
+        started = time.perf_counter()
+        x_adv = craft_arrays(attack, model_fn, x, y, cfg, f"{attack} on {name} ({len(y)} examples)")
         outcomes[attack] = Outcome(labels=y, clean_pred=clean, adv_pred=predict(x_adv),
                                    l2=np.sqrt(((x_adv - x) ** 2).reshape(len(x), -1).sum(axis=1)).astype(np.float32),
                                    seconds=time.perf_counter() - started)
         summaries[attack] = summarize(outcomes[attack])
     record = None
     if "autoattack" in attacks:
-        from attacks.autoattack import autoattack
-
-        result = autoattack(model_fn, x, y, eps=cfg.autoattack_radius, norm=np.inf if norm_name == "inf" else 2,
-                            version=cfg.autoattack_version,
-                            attacks=cfg.autoattack_parts if cfg.autoattack_version == "custom" else None,
-                            seed=seed, batch_size=batch_size, attack_kwargs=autoattack_eval._budgets(cfg),
-                            verbose=True, progress=autoattack_eval._progress(), clean_predictions=clean)
-        meta = {**result.as_dict(), "stages": list(result.robust_flags), "warnings": []}
-        aa = AutoAttackOutcome(labels=y, clean_pred=clean, adv_pred=predict(result.x_adv), flags=result.robust_flags,
-                               meta=meta)
+        aa = autoattack_eval.run_autoattack(model_fn, x, y, cfg, clean, predict)
         record, _ = autoattack_eval.summary(aa, outcomes, cfg, [])
     out = EvaluationResult(n=len(y), clean_accuracy=float(np.mean(clean == y)),
                            robust_accuracy=None if record is None else float(record["robust_accuracy"]),

@@ -50,25 +50,30 @@ def autoattack_outcome(target: LoadedRun, cfg) -> AutoAttackOutcome:
             meta = json.loads(str(cached["meta"]))
             flags = dict(zip(meta["stages"], cached["flags"].astype(bool)))
             return AutoAttackOutcome(cached["labels"], cached["clean_pred"], cached["adv_pred"], flags, meta)
-    from attacks.autoattack import autoattack
-
-    clean = target.clean_predictions(cfg.batch_size)
     print(f"autoattack ({cfg.autoattack_version}: {','.join(cfg.autoattack_parts)}, {threat_model(cfg)} eps "
           f"{cfg.autoattack_radius:g}) on {target.run.name} ({len(target.y)} examples)")
+    out = run_autoattack(target.model_fn, target.x, target.y, cfg, target.clean_predictions(cfg.batch_size),
+                         lambda images: target.predict(images, cfg.batch_size))
+    write_npz(path, dict(labels=out.labels, clean_pred=out.clean_pred, adv_pred=out.adv_pred,
+                         flags=np.stack(list(out.flags.values())), meta=np.array(json.dumps(out.meta))))
+    return out
+
+
+def run_autoattack(model_fn, x, y, cfg, clean: np.ndarray, predict) -> AutoAttackOutcome:
+    """AutoAttack with ``cfg``'s settings on images ``x`` (labels ``y``, the model's predictions
+    ``clean`` on them), with progress; ``predict(images)`` gives the model's predictions."""
+    from attacks.autoattack import autoattack
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = autoattack(target.model_fn, target.x, target.y, eps=cfg.autoattack_radius, norm=_norm(cfg),
+        result = autoattack(model_fn, x, y, eps=cfg.autoattack_radius, norm=_norm(cfg),
                             version=cfg.autoattack_version,
                             attacks=cfg.autoattack_parts if cfg.autoattack_version == "custom" else None,
                             seed=cfg.autoattack_seed, batch_size=cfg.batch_size, attack_kwargs=_budgets(cfg),
                             verbose=True, progress=_progress(), clean_predictions=clean)
     meta = {**result.as_dict(), "stages": list(result.robust_flags), "warnings": [str(w.message) for w in caught]}
-    out = AutoAttackOutcome(labels=target.y, clean_pred=clean,
-                            adv_pred=target.predict(result.x_adv, cfg.batch_size), flags=result.robust_flags,
-                            meta=meta)
-    write_npz(path, dict(labels=out.labels, clean_pred=out.clean_pred, adv_pred=out.adv_pred,
-                         flags=np.stack(list(out.flags.values())), meta=np.array(json.dumps(meta))))
-    return out
+    return AutoAttackOutcome(labels=y, clean_pred=clean, adv_pred=predict(result.x_adv), flags=result.robust_flags,
+                             meta=meta)
 
 
 def _progress():

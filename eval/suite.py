@@ -69,8 +69,12 @@ class LoadedRun:
 
 def craft(attack: str, target: LoadedRun, cfg, progress_label: str) -> np.ndarray:
     """Adversarial examples for target's test set, in batches of cfg.batch_size, with progress."""
-    x, y = target.x, target.y
-    fn = _attack_fn(attack, target.model_fn, cfg)
+    return craft_arrays(attack, target.model_fn, target.x, target.y, cfg, progress_label)
+
+
+def craft_arrays(attack: str, model_fn, x: np.ndarray, y: np.ndarray, cfg, progress_label: str) -> np.ndarray:
+    """Adversarial examples of ``attack`` (cfg's settings) for images ``x``, labels ``y``."""
+    fn = _attack_fn(attack, model_fn, cfg)
     progress = Progress(len(y), progress_label)
     out = []
     for start in range(0, len(y), cfg.batch_size):
@@ -133,11 +137,7 @@ def read_cached(path: Path) -> Outcome | None:
 
 
 def write_cached(path: Path, result: Outcome) -> None:
-    _write_npz(path, result.arrays())
-
-
-def _write_npz(path: Path, arrays: dict) -> None:
-    write_npz(path, arrays)
+    write_npz(path, result.arrays())
 
 
 def write_npz(path: Path, arrays: dict) -> None:
@@ -171,7 +171,7 @@ def _source_adversarials(attack: str, source: LoadedRun, cfg, crafted: dict | No
         started = time.perf_counter()
         x_adv = craft(attack, source, cfg, f"{attack} on {source.run.name} ({len(source.y)} examples)")
         found = x_adv, time.perf_counter() - started
-        _write_npz(path, {"x_adv": found[0], "seconds": np.float64(found[1])})
+        write_npz(path, {"x_adv": found[0], "seconds": np.float64(found[1])})
     if crafted is not None:
         crafted[memo_key] = found
     return found

@@ -82,7 +82,8 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
     strategy = distribute.make_strategy(run_cfg.strategy, run_cfg.cpu_replicas)  # first: it may split the CPU
     distribute.check_batch_split(train_cfg.batch_size, strategy)
     chief = distribute.is_chief(strategy)
-    if chief:  # what can be refused without the lock, before it creates the directory
+    if chief:  # what can be refused without the lock, before it creates the directory; a read-only
+        # place fails now, not after an epoch
         if run_dir.exists() and not run_dir.is_dir():
             raise rundir.RunDirError(f"--run_dir {run_dir} is a file, not a directory: choose another --run_dir")
         rundir.check_writable(run_dir, run_dir.is_dir())
@@ -102,7 +103,6 @@ def _train_locked(data_cfg, train_cfg, defense_cfg, run_cfg, flags, say, run_dir
     if chief:
         resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite, rundir.setting_defaults(
             data=data_cfg, train=train_cfg, defense=defense_cfg))
-        rundir.check_writable(run_dir, resuming)  # before any work: a read-only place fails now, not after an epoch
     else:  # the chief checks and creates the run directory; the others resume what it saved
         resuming = (run_dir / CHECKPOINTS_DIR).exists()
     dataset = dataset if dataset is not None else data.load_dataset(data_cfg)
