@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval import cache
 from eval.config import AUTOATTACK_FIXED
 from eval.metrics import Outcome
 from eval.progress import Progress
@@ -32,6 +33,7 @@ class AutoAttackOutcome:
     adv_pred: np.ndarray        # the model's prediction at AutoAttack's worst case (x where none was found)
     flags: dict                 # {"clean", then each attack in order: bool [N], robust after that stage}
     meta: dict                  # seconds, forward passes, attacked, rejected, warnings, max perturbation
+    x_adv: np.ndarray | None = None  # the worst case per example (x where none was found); not cached
 
     @property
     def robust(self) -> np.ndarray:
@@ -45,11 +47,11 @@ def threat_model(cfg) -> str:
 def autoattack_outcome(target: LoadedRun, cfg) -> AutoAttackOutcome:
     """AutoAttack's per-example result on ``target``, from the cache when its key matches."""
     path = target.cache_path("autoattack", cfg.attack_settings("autoattack"))
-    if path.exists():
-        with np.load(path) as cached:
-            meta = json.loads(str(cached["meta"]))
-            flags = dict(zip(meta["stages"], cached["flags"].astype(bool)))
-            return AutoAttackOutcome(cached["labels"], cached["clean_pred"], cached["adv_pred"], flags, meta)
+    cached = cache.read(path, ("labels", "clean_pred", "adv_pred", "flags", "meta"))
+    if cached is not None:
+        meta = json.loads(str(cached["meta"]))
+        flags = dict(zip(meta["stages"], cached["flags"].astype(bool)))
+        return AutoAttackOutcome(cached["labels"], cached["clean_pred"], cached["adv_pred"], flags, meta)
     print(f"autoattack ({cfg.autoattack_version}: {','.join(cfg.autoattack_parts)}, {threat_model(cfg)} eps "
           f"{cfg.autoattack_radius:g}) on {target.run.name} ({len(target.y)} examples)")
     out = run_autoattack(target.model_fn, target.x, target.y, cfg, target.clean_predictions(cfg.batch_size),
@@ -59,9 +61,9 @@ def autoattack_outcome(target: LoadedRun, cfg) -> AutoAttackOutcome:
     return out
 
 
-def run_autoattack(model_fn, x, y, cfg, clean: np.ndarray, predict) -> AutoAttackOutcome:
+def run_autoattack(model_fn, x, y, cfg, clean: np.ndarray, predict, verbose: bool = True) -> AutoAttackOutcome:
     """AutoAttack with ``cfg``'s settings on images ``x`` (labels ``y``, the model's predictions
-    ``clean`` on them), with progress; ``predict(images)`` gives the model's predictions."""
+    ``clean`` on them), with progress if ``verbose``; ``predict(images)`` gives the model's predictions."""
     from attacks.autoattack import autoattack
 
     with warnings.catch_warnings(record=True) as caught:
@@ -70,10 +72,10 @@ def run_autoattack(model_fn, x, y, cfg, clean: np.ndarray, predict) -> AutoAttac
                             version=cfg.autoattack_version,
                             attacks=cfg.autoattack_parts if cfg.autoattack_version == "custom" else None,
                             seed=cfg.autoattack_seed, batch_size=cfg.batch_size, attack_kwargs=_budgets(cfg),
-                            verbose=True, progress=_progress(), clean_predictions=clean)
+                            verbose=verbose, progress=_progress() if verbose else None, clean_predictions=clean)
     meta = {**result.as_dict(), "stages": list(result.robust_flags), "warnings": [str(w.message) for w in caught]}
     return AutoAttackOutcome(labels=y, clean_pred=clean, adv_pred=predict(result.x_adv), flags=result.robust_flags,
-                             meta=meta)
+                             meta=meta, x_adv=result.x_adv)
 
 
 def _progress():
@@ -120,10 +122,10 @@ def standard_completion(target: LoadedRun, cfg, aa: AutoAttackOutcome, picks: np
            "picks": hashlib.sha1(picks.tobytes()).hexdigest()[:16]}
     path = target.cache_path("autoattack-standard", key)
     flags = {stage: f[picks] for stage, f in aa.flags.items()}
-    if path.exists():
-        with np.load(path) as cached:
-            meta = json.loads(str(cached["meta"]))
-            flags.update(zip(rest, cached["flags"].astype(bool)))
+    cached = cache.read(path, ("flags", "meta"))
+    if cached is not None:
+        meta = json.loads(str(cached["meta"]))
+        flags.update(zip(rest, cached["flags"].astype(bool)))
     else:
         meta = {"seconds": {}, "warnings": []}
         todo = picks[flags[done[-1]]]

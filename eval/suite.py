@@ -16,9 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 import attacks
+from eval import cache
 from eval.metrics import Outcome
 from eval.progress import Progress
-from training import writes
 
 CACHE_DIR = "eval_cache"
 
@@ -72,29 +72,34 @@ def craft(attack: str, target: LoadedRun, cfg, progress_label: str) -> np.ndarra
     return craft_arrays(attack, target.model_fn, target.x, target.y, cfg, progress_label)
 
 
-def craft_arrays(attack: str, model_fn, x: np.ndarray, y: np.ndarray, cfg, progress_label: str) -> np.ndarray:
-    """Adversarial examples of ``attack`` (cfg's settings) for images ``x``, labels ``y``."""
-    fn = _attack_fn(attack, model_fn, cfg)
-    progress = Progress(len(y), progress_label)
+def craft_arrays(attack: str, model_fn, x: np.ndarray, y: np.ndarray, cfg, progress_label: str, norm=2,
+                 verbose: bool = True) -> np.ndarray:
+    """Adversarial examples of ``attack`` (cfg's settings) for images ``x``, labels ``y``; ``norm``:
+    FGM's, MIM's and PGD's (--mode eval's L2, or np.inf from eval.evaluate_model)."""
+    fn = _attack_fn(attack, model_fn, cfg, norm)
+    progress = Progress(len(y), progress_label) if verbose else None
     out = []
     for start in range(0, len(y), cfg.batch_size):
         xb, yb = x[start:start + cfg.batch_size], y[start:start + cfg.batch_size]
         out.append(np.asarray(fn(tf.constant(xb), tf.constant(yb))))
-        progress.update(min(start + cfg.batch_size, len(y)))
+        if progress is not None:
+            progress.update(min(start + cfg.batch_size, len(y)))
     return np.concatenate(out)
 
 
-def _attack_fn(attack: str, model_fn, cfg):
-    """attack name -> f(x, y) -> x_adv, with the evaluation's settings (all L2, box [0, 1])."""
+def _attack_fn(attack: str, model_fn, cfg, norm=2):
+    """attack name -> f(x, y) -> x_adv, with the evaluation's settings (L2 unless ``norm`` says, box [0, 1])."""
     box = dict(clip_min=0.0, clip_max=1.0)
+    if norm != 2 and attack not in ("fgm", "mim", "pgd"):
+        raise ValueError(f"{attack} is an L2 attack here: it has no norm {norm}")
     if attack in ("fgm", "mim") and cfg.attack_engine == "cleverhans":
-        return _cleverhans_fn(attack, model_fn, cfg)
+        return _cleverhans_fn(attack, model_fn, cfg, norm)
     if attack == "fgm":
-        return lambda x, y: attacks.fast_gradient_method(model_fn, x, cfg.fgm_eps, 2, y=y, **box)
+        return lambda x, y: attacks.fast_gradient_method(model_fn, x, cfg.fgm_eps, norm, y=y, **box)
     if attack == "mim":
         return lambda x, y: attacks.momentum_iterative_method(
             model_fn, x, eps=cfg.mim_eps, eps_iter=min(cfg.mim_eps_iter, cfg.mim_eps), nb_iter=cfg.mim_iters,
-            norm=2, y=y, **box)
+            norm=norm, y=y, **box)
     if attack == "deepfool":
         return lambda x, y: attacks.deepfool(model_fn, x, nb_candidate=cfg.deepfool_candidates,
                                              overshoot=cfg.deepfool_overshoot, max_iter=cfg.deepfool_iters, **box)
@@ -106,7 +111,7 @@ def _attack_fn(attack: str, model_fn, cfg):
     if attack == "pgd":
         step = min(cfg.pgd_eps, 2.5 * cfg.pgd_eps / cfg.pgd_iters)
         return lambda x, y: attacks.projected_gradient_descent(
-            model_fn, x, cfg.pgd_eps, step, cfg.pgd_iters, 2, y=y, rand_init=True, **box)
+            model_fn, x, cfg.pgd_eps, step, cfg.pgd_iters, norm, y=y, rand_init=True, **box)
     if attack == "masking":
         step = min(cfg.masking_eps, 2.5 * cfg.masking_eps / cfg.masking_iters)  # Madry et al.'s 2.5 eps/steps
         return lambda x, y: attacks.projected_gradient_descent(
@@ -114,7 +119,7 @@ def _attack_fn(attack: str, model_fn, cfg):
     raise ValueError(f"unknown attack '{attack}'")
 
 
-def _cleverhans_fn(attack: str, model_fn, cfg):
+def _cleverhans_fn(attack: str, model_fn, cfg, norm=2):
     """FGM / MIM from cleverhans.tf2.attacks itself (4.0.0 works under Keras 3 for these; its
     eager Python loop makes MIM slower than the compiled one). Same settings as the compiled."""
     from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
@@ -122,18 +127,19 @@ def _cleverhans_fn(attack: str, model_fn, cfg):
 
     box = dict(clip_min=0.0, clip_max=1.0)
     if attack == "fgm":
-        return lambda x, y: fast_gradient_method(model_fn, x, cfg.fgm_eps, 2, y=y, **box)
+        return lambda x, y: fast_gradient_method(model_fn, x, cfg.fgm_eps, norm, y=y, **box)
     return lambda x, y: momentum_iterative_method(
-        model_fn, x, eps=cfg.mim_eps, eps_iter=min(cfg.mim_eps_iter, cfg.mim_eps), nb_iter=cfg.mim_iters, norm=2,
+        model_fn, x, eps=cfg.mim_eps, eps_iter=min(cfg.mim_eps_iter, cfg.mim_eps), nb_iter=cfg.mim_iters, norm=norm,
         y=y, **box)
 
 
 def read_cached(path: Path) -> Outcome | None:
-    if not path.exists():
+    """The cached outcome, or None: none cached, or a damaged entry (one line; it is recomputed)."""
+    cached = cache.read(path, ("labels", "clean_pred", "adv_pred", "l2"))
+    if cached is None:
         return None
-    with np.load(path) as cached:
-        seconds = float(cached["seconds"]) if "seconds" in cached else float("nan")
-        return Outcome(**{k: cached[k] for k in ("labels", "clean_pred", "adv_pred", "l2")}, seconds=seconds)
+    seconds = float(cached["seconds"]) if "seconds" in cached else float("nan")
+    return Outcome(**{k: cached[k] for k in ("labels", "clean_pred", "adv_pred", "l2")}, seconds=seconds)
 
 
 def write_cached(path: Path, result: Outcome) -> None:
@@ -141,20 +147,13 @@ def write_cached(path: Path, result: Outcome) -> None:
 
 
 def write_npz(path: Path, arrays: dict) -> None:
-    """An attack's outcome written whole or not at all: a temporary file renamed into place,
-    free space checked first, a failed write (a full disk) one line with nothing left behind."""
-    tmp = path.with_name("tmp-" + path.name)
-    nbytes = sum(np.asarray(a).nbytes for a in arrays.values()) + 10_000
-    with writes.guarded(path, "an attack's outcome", nbytes, [tmp],
-                        "free space and give the same command: the attacks already cached are not run again"):
-        path.parent.mkdir(exist_ok=True)
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+    """An attack's outcome written whole or not at all, safe beside other writers (eval/cache.py)."""
+    cache.write(path, arrays)
 
 
 def remove_partial_writes(folder: Path) -> None:
-    """The temporary files that a process stopped mid-write leaves in a cache folder."""
-    writes.remove(Path(folder).glob("tmp-*"))
+    """The temporary files this process, stopped mid-write, left in a cache folder (never another's)."""
+    cache.remove_partial_writes(folder)
 
 
 def _source_adversarials(attack: str, source: LoadedRun, cfg, crafted: dict | None) -> tuple[np.ndarray, float]:
@@ -164,9 +163,9 @@ def _source_adversarials(attack: str, source: LoadedRun, cfg, crafted: dict | No
     if crafted is not None and memo_key in crafted:
         return crafted[memo_key]
     path = source.crafted_path(attack, cfg.attack_settings(attack))
-    if path.exists():
-        with np.load(path) as cached:
-            found = cached["x_adv"], float(cached["seconds"])
+    cached = cache.read(path, ("x_adv", "seconds"))
+    if cached is not None:
+        found = cached["x_adv"], float(cached["seconds"])
     else:
         started = time.perf_counter()
         x_adv = craft(attack, source, cfg, f"{attack} on {source.run.name} ({len(source.y)} examples)")
