@@ -5,15 +5,19 @@ eager or constant tensors). A hyper-parameter passed as a symbolic tensor inside
 tf.function cannot be read while tracing and is not checked.
 """
 
+import sys
+
 import numpy as np
-import tensorflow as tf
 
 
 def static_value(value):
     """Returns value as a numpy array if it is known now, else None."""
     if value is None:
         return None
-    if tf.is_tensor(value):
+    # TensorFlow only if it is loaded already: the keras.ops attacks check their arguments here too,
+    # on backends where TensorFlow is not installed.
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and tf.is_tensor(value):
         value = tf.get_static_value(value)
         if value is None:
             return None
@@ -79,4 +83,6 @@ def to_float32(value):
 
     Tensors, not Python floats, go into the compiled attacks, so a new eps does not retrace.
     """
+    import tensorflow as tf
+
     return None if value is None else tf.cast(value, tf.float32)

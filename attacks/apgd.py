@@ -47,6 +47,7 @@ import tensorflow as tf
 from attacks import _checks
 from attacks.fgm import predicted_labels
 from attacks.projection import non_batch_axes, project
+from attacks.schedules import checkpoint_schedule  # noqa: F401 - also this module's name for it
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
 _TINY = 1e-12  # the reference's floor in normalisations and in the DLR denominator
@@ -72,22 +73,6 @@ def targeted_dlr_loss(labels, targets, logits):
     label_logit = tf.gather(logits, labels, batch_dims=1)
     target_logit = tf.gather(logits, targets, batch_dims=1)
     return -(label_logit - target_logit) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _TINY)
-
-
-def checkpoint_schedule(n_iter):
-    """The reference's checkpoints as (is_checkpoint[n_iter] bool, window[n_iter] int32): at
-    0-based iteration i, is_checkpoint[i] says whether the step-size test runs, window[i] how many
-    steps the window it closes holds."""
-    is_checkpoint = np.zeros(n_iter, bool)
-    window = np.zeros(n_iter, np.int32)
-    k = max(int(0.22 * n_iter), 1)
-    k_min, k_decrement = max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
-    i = k - 1
-    while i < n_iter:
-        is_checkpoint[i], window[i] = True, k
-        k = max(k - k_decrement, k_min)
-        i += k
-    return is_checkpoint, window
 
 
 def _per_example(values, x):
