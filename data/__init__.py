@@ -10,8 +10,8 @@
 """
 import importlib
 
-from .dataset import (ARRAYS_PREFIX, AUGMENTATIONS, FOLDER_PREFIX, TFDS_DATASETS, CorruptImageError, DataConfig,
-                      Dataset, DatasetError)
+from .dataset import (ARRAYS_PREFIX, AUGMENTATIONS, FOLDER_PREFIX, NPZ_PREFIX, TFDS_DATASETS, CorruptImageError,
+                      DataConfig, Dataset, DatasetError)
 
 # The loaders and the tf.data pipeline are imported on first use, not here, so that DataConfig
 # (whose fields run.py makes flags of) is read without loading TensorFlow.
@@ -31,6 +31,7 @@ __all__ = [
     "AUGMENTATIONS",
     "CorruptImageError",
     "FOLDER_PREFIX",
+    "NPZ_PREFIX",
     "TFDS_DATASETS",
     "DataConfig",
     "Dataset",

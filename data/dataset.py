@@ -11,9 +11,11 @@ from configs.settings import setting
 
 TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped", "mnist")
 FOLDER_PREFIX = "folder:"
+NPZ_PREFIX = "npz:"  # a NumPy archive of arrays (data/npz.py)
 ARRAYS_PREFIX = "arrays:"  # data given in Python (training.train_model): recorded by name, never loaded
 AUGMENTATIONS = ("auto", "none", "shift", "flip_shift")
 FOLDER_LAYOUT_HINT = "PATH/{train,test}/<class>/*.jpg"
+NPZ_LAYOUT_HINT = "x_train, y_train, x_test, y_test (as keras.datasets gives them), optional label_names"
 
 
 class DatasetError(ValueError):
@@ -30,7 +32,8 @@ class CorruptImageError(DatasetError):
 
 def dataset_choices() -> str:
     """The accepted --dataset values, in words, for error messages."""
-    return f"{', '.join(TFDS_DATASETS)}, or {FOLDER_PREFIX}PATH with {FOLDER_LAYOUT_HINT}"
+    return (f"{', '.join(TFDS_DATASETS)}, {FOLDER_PREFIX}PATH with {FOLDER_LAYOUT_HINT}, or {NPZ_PREFIX}PATH "
+            f"to a .npz with {NPZ_LAYOUT_HINT}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,9 +43,9 @@ class DataConfig:
     Validated on construction so that bad flags fail before any slow work. Each field is a --flag.
     """
 
-    # One of TFDS_DATASETS, or "folder:PATH"; not an enum flag, since a folder is any path.
-    dataset: str = setting("cifar10", "cifar10, cifar100, svhn_cropped, mnist (tensorflow-datasets) or folder:PATH "
-                           "(PATH/{train,test}/<class>/*).")
+    # One of TFDS_DATASETS, "folder:PATH" or "npz:PATH"; not an enum flag, since a folder is any path.
+    dataset: str = setting("cifar10", "cifar10, cifar100, svhn_cropped, mnist (tensorflow-datasets), folder:PATH "
+                           "(PATH/{train,test}/<class>/*) or npz:PATH (x_train, y_train, x_test, y_test).")
     # None = tfds default (~/tensorflow_datasets)
     data_dir: str | None = setting(None, "tensorflow-datasets data_dir holding a prepared copy.", kind=str)
     train_limit: int = setting(0, "Train on a deterministic class-balanced subset of this size (0: all).")
@@ -64,7 +67,15 @@ class DataConfig:
     def __post_init__(self, cache_dir: str | None = None):
         object.__setattr__(self, "cache_dir", cache_dir)
         is_folder = self.dataset.startswith(FOLDER_PREFIX)
-        if not is_folder and self.dataset not in TFDS_DATASETS and not self.dataset.startswith(ARRAYS_PREFIX):
+        is_npz = self.dataset.startswith(NPZ_PREFIX)
+        if is_npz:
+            if not self.dataset[len(NPZ_PREFIX):].strip():
+                raise DatasetError(f"dataset {self.dataset!r} names no file: use {NPZ_PREFIX}PATH to a .npz with "
+                                   f"{NPZ_LAYOUT_HINT}")
+            # Absolute, as for folders: a run directory names its data wherever it is resumed from.
+            archive = os.path.abspath(os.path.expanduser(self.dataset[len(NPZ_PREFIX):]))
+            object.__setattr__(self, "dataset", NPZ_PREFIX + archive)
+        elif not is_folder and self.dataset not in TFDS_DATASETS and not self.dataset.startswith(ARRAYS_PREFIX):
             raise DatasetError(
                 f"unknown dataset {self.dataset!r}: choose one of {dataset_choices()}")
         if is_folder and not self.dataset[len(FOLDER_PREFIX):].strip():

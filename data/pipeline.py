@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .dataset import FOLDER_PREFIX, DatasetError
+from .dataset import FOLDER_PREFIX, NPZ_PREFIX, DatasetError
 
 # Fixed parallelism, tf.data's autotuning off: with autotuning, deleting an epoch's iterator waits
 # for the autotuner's thread, which under CPU contention wakes only at its next optimisation period
@@ -23,23 +23,23 @@ from .dataset import FOLDER_PREFIX, DatasetError
 PARALLEL_CALLS = 2
 PREFETCH_BATCHES = 2
 SHIFT_PAD_PX = 4  # "random crops of 32x32 from 40x40 zero-padded images" (standard CIFAR recipe)
-_MIRROR_SAFE = ("cifar10", "cifar100")  # plus folder:*; digits must not be mirrored
+_MIRROR_SAFE = ("cifar10", "cifar100")  # plus folder:* and npz:*; digits must not be mirrored
 _NO_MIRROR = ("svhn_cropped", "mnist")
 PIPELINE_AUGMENTATIONS = ("none", "shift", "flip_shift")
 
 
 def resolve_augment(cfg_augment: str, dataset_name: str) -> str:
-    """"auto" -> "flip_shift" for natural images (CIFAR, folders), "shift" for digits.
+    """"auto" -> "flip_shift" for natural images (CIFAR, folders, archives), "shift" for digits.
 
-    A mirrored 2 or 5 is another glyph, so SVHN and MNIST only get shifts. Folders
-    are assumed to hold natural images: pass "shift" for a folder of digits or text.
+    A mirrored 2 or 5 is another glyph, so SVHN and MNIST only get shifts. Folders and NumPy
+    archives are assumed to hold natural images: pass "shift" for digits or text.
     """
     if cfg_augment != "auto":
         if cfg_augment not in PIPELINE_AUGMENTATIONS:
             raise DatasetError(f"augment={cfg_augment!r} is invalid: choose one of auto, "
                                f"{', '.join(PIPELINE_AUGMENTATIONS)}")
         return cfg_augment
-    if dataset_name in _MIRROR_SAFE or dataset_name.startswith(FOLDER_PREFIX):
+    if dataset_name in _MIRROR_SAFE or dataset_name.startswith((FOLDER_PREFIX, NPZ_PREFIX)):
         return "flip_shift"
     if dataset_name in _NO_MIRROR:
         return "shift"

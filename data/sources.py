@@ -1,6 +1,6 @@
-"""Where images come from: tfds datasets and image folders, decoded once into uint8 arrays.
+"""Where images come from: tfds datasets, image folders and NumPy archives, decoded once into uint8 arrays.
 
-`load_dataset` is the only entry point. Both sources end in the same arrays,
+`load_dataset` is the only entry point. Every source ends in the same arrays,
 cached by `data.cache`, then cut to the requested class-balanced subsets.
 """
 
@@ -21,8 +21,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from . import cache
-from .dataset import (ARRAYS_PREFIX, FOLDER_LAYOUT_HINT, FOLDER_PREFIX, CorruptImageError, DataConfig, Dataset,
-                      DatasetError)
+from .dataset import (ARRAYS_PREFIX, FOLDER_LAYOUT_HINT, FOLDER_PREFIX, NPZ_PREFIX, CorruptImageError, DataConfig,
+                      Dataset, DatasetError)
+from .npz import load_npz_arrays
 from .subsets import balanced_subset
 
 SPLITS = ("train", "test")
@@ -42,6 +43,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
                            "with eval.evaluate_model on the same arrays")
     if cfg.dataset.startswith(FOLDER_PREFIX):
         full = _load_folder(cfg)
+    elif cfg.dataset.startswith(NPZ_PREFIX):
+        full = _dataset_from_arrays(cfg.dataset, load_npz_arrays(cfg.dataset, cfg.data_dir, cfg.cache_dir))
     else:
         full = _load_tfds(cfg)
     if not cfg.allow_missing_classes:
