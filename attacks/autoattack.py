@@ -47,17 +47,14 @@ than the model has, and Square lowering robust accuracy after the gradient attac
 """
 
 import dataclasses
+import importlib
 import time
 import warnings
 import weakref
 
 import numpy as np
-import tensorflow as tf
 
 from attacks import _checks
-from attacks.apgd import apgd, apgd_targeted
-from attacks.fab import fab_targeted
-from attacks.square import square_attack
 from configs.autoattack import ATTACKS, VERSIONS
 from configs.settings import default_eps
 
@@ -69,8 +66,10 @@ _STANDARD_SETTINGS = {
     "fab-t": dict(n_target_classes=9, n_iter=100, n_restarts=1, alpha_max=0.1, eta=1.05, beta=0.9),
     "square": dict(n_queries=5000, p_init=0.8, n_restarts=1, rescale_schedule=False),
 }
-_FUNCTIONS = {"apgd-ce": apgd, "apgd-dlr": apgd, "apgd-t": apgd_targeted, "fab-t": fab_targeted,
-              "square": square_attack}
+_FUNCTION_NAMES = {"apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd_targeted", "fab-t": "fab_targeted",
+                   "square": "square_attack"}
+_MODULES = {"apgd": "apgd", "apgd_targeted": "apgd", "fab_targeted": "fab", "square_attack": "square"}
+IMPLEMENTATIONS = ("tensorflow", "keras")
 
 
 def attack_settings(version, attacks=None):
@@ -100,10 +99,14 @@ class _CountingModel:
     One per model_fn (cached), so that repeated evaluations reuse the attacks' traces."""
 
     def __init__(self, model_fn):
+        import tensorflow as tf
+
         self._model_fn = model_fn
         self.count = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def __call__(self, x):
+        import tensorflow as tf
+
         self.count.assign_add(tf.cast(tf.shape(x)[0], tf.int64))
         return self._model_fn(x)
 
@@ -138,6 +141,7 @@ class AutoAttackResult:
     eps: float
     seed: int
     max_perturbation: float
+    implementation: str = "tensorflow"
 
     @property
     def robust(self):
@@ -157,7 +161,7 @@ class AutoAttackResult:
                     forward_passes={k: int(v) for k, v in self.forward_passes.items()},
                     attacked={k: int(v) for k, v in self.attacked.items()},
                     rejected={k: int(v) for k, v in self.rejected.items()},
-                    max_perturbation=float(self.max_perturbation))
+                    max_perturbation=float(self.max_perturbation), implementation=self.implementation)
 
 
 def _norms(delta, norm):
@@ -165,17 +169,67 @@ def _norms(delta, norm):
     return np.abs(flat).max(1) if norm == np.inf else np.sqrt((flat ** 2).sum(1))
 
 
-def _predict(model_fn, x, batch_size):
-    return np.concatenate([np.argmax(np.asarray(tf.cast(model_fn(tf.constant(x[i:i + batch_size])), tf.float32)), -1)
+class _Engine:
+    """One implementation of the attacks with a counter of the images the model evaluates:
+    "tensorflow", the tf.function attacks of attacks/apgd.py, fab.py, square.py (TensorFlow models);
+    "keras", those of attacks/keras_ops/ (keras.ops, any Keras 3 backend)."""
+
+    def __init__(self, model_fn, implementation):
+        self.implementation = implementation
+        package = "attacks" if implementation == "tensorflow" else "attacks.keras_ops"
+        self._functions = {name: getattr(importlib.import_module(f"{package}.{module}"), name)
+                           for name, module in _MODULES.items()}
+        if implementation == "tensorflow":
+            self._model = _counting(model_fn)
+            self._passes = None
+        else:
+            from attacks.keras_ops import common
+
+            self._model, self._passes, self._logits_of = model_fn, 0, common.logits_of
+
+    def count(self):
+        return int(self._model.count.numpy()) if self._passes is None else self._passes
+
+    def logits(self, x):
+        """float32 logits of a batch (NumPy)."""
+        if self._passes is None:
+            import tensorflow as tf
+
+            return np.asarray(tf.cast(self._model(tf.constant(x)), tf.float32))
+        self._passes += len(x)
+        return self._logits_of(self._model, x)
+
+    def attack(self, name, x, y, **kwargs):
+        """x_adv (NumPy) of attack ``name`` (an AutoAttack part) on the batch."""
+        function = self._functions[_FUNCTION_NAMES[name]]
+        if self._passes is None:
+            import tensorflow as tf
+
+            return np.asarray(function(self._model, tf.constant(x), y=tf.constant(y), **kwargs))
+        x_adv, passes = function(self._model, x, y=y, return_count=True, **kwargs)
+        self._passes += passes
+        return x_adv
+
+
+def default_implementation():
+    """The tf.function attacks on TensorFlow (the ones training and the tests' references use), the
+    keras.ops ones on every other Keras backend."""
+    import keras
+
+    return "tensorflow" if keras.backend.backend() == "tensorflow" else "keras"
+
+
+def _predict(engine, x, batch_size):
+    return np.concatenate([np.argmax(engine.logits(x[i:i + batch_size]), -1)
                            for i in range(0, len(x), batch_size)]) if len(x) else np.zeros(0, np.int64)
 
 
-def _check_model(model_fn, x, y, version, settings):
+def _check_model(engine, x, y, version, settings):
     """The original's warnings (checks.py), on one batch."""
-    first = np.asarray(tf.cast(model_fn(tf.constant(x)), tf.float32))
+    first = engine.logits(x)
     classes = first.shape[-1]
     if version != "rand":
-        second = np.asarray(tf.cast(model_fn(tf.constant(x)), tf.float32))
+        second = engine.logits(x)
         scale = np.linalg.norm(first, axis=-1, keepdims=True) + 1e-10
         if np.max(np.abs(first / scale - second / scale)) > 1e-4:
             warnings.warn("the model's outputs differ between two calls: it seems to be a randomized "
@@ -195,8 +249,10 @@ def _check_model(model_fn, x, y, version, settings):
 
 def autoattack(model_fn, x, y, *, eps=None, norm=2, version="standard", attacks=None, seed=0,
                batch_size=500, clip_min=0.0, clip_max=1.0, attack_kwargs=None, tolerance=1e-5,
-               verbose=False, progress=None, clean_predictions=None):
+               verbose=False, progress=None, clean_predictions=None, implementation=None):
     """Runs AutoAttack; see the module docstring for the protocol and the result's fields.
+    ``implementation``: "tensorflow" (the tf.function attacks; TensorFlow only) or "keras" (the
+    keras.ops attacks, any Keras 3 backend); None: "tensorflow" on the TensorFlow backend, else "keras".
     ``clean_predictions``: the model's predictions on ``x`` when the caller has them already
     (an evaluation computes them once for every attack); None: computed here.
     ``progress(attack, done, total)``, if given, is called after each batch of each attack."""
@@ -219,28 +275,30 @@ def autoattack(model_fn, x, y, *, eps=None, norm=2, version="standard", attacks=
     x32 = x.astype(np.float32)
     if len(x) and (x32.min() < clip_min or x32.max() > clip_max):
         raise ValueError(f"x must lie in [clip_min, clip_max] = [{clip_min}, {clip_max}].")
-    counted = _counting(model_fn)
+    implementation = default_implementation() if implementation is None else implementation
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS} or None, got {implementation!r}.")
+    engine = _Engine(model_fn, implementation)
     if len(x):
-        _check_model(counted, x32[:batch_size], y[:batch_size], version, settings)
+        _check_model(engine, x32[:batch_size], y[:batch_size], version, settings)
 
     started = time.perf_counter()
-    before = int(counted.count.numpy())
-    clean = _predict(counted, x32, batch_size) if clean_predictions is None else np.asarray(clean_predictions)
+    before = engine.count()
+    clean = _predict(engine, x32, batch_size) if clean_predictions is None else np.asarray(clean_predictions)
     robust = clean.reshape(-1) == y
     flags, seconds = {"clean": robust.copy()}, {"clean": time.perf_counter() - started}
-    passes = {"clean": int(counted.count.numpy()) - before}
+    passes = {"clean": engine.count() - before}
     attacked, rejected = {}, {}
     x_adv = x.copy()
     for name, kwargs in settings.items():
-        started, before = time.perf_counter(), int(counted.count.numpy())
+        started, before = time.perf_counter(), engine.count()
         todo = np.flatnonzero(robust)
         attacked[name], rejected[name] = len(todo), 0
         for start in range(0, len(todo), batch_size):
             rows = todo[start:start + batch_size]
-            result = np.asarray(_FUNCTIONS[name](counted, tf.constant(x32[rows]), y=tf.constant(y[rows]), eps=eps,
-                                                 norm=norm, clip_min=clip_min, clip_max=clip_max, seed=seed,
-                                                 **kwargs))
-            fooled = _predict(counted, result, batch_size) != y[rows]
+            result = engine.attack(name, x32[rows], y[rows], eps=eps, norm=norm, clip_min=clip_min,
+                                   clip_max=clip_max, seed=seed, **kwargs)
+            fooled = _predict(engine, result, batch_size) != y[rows]
             finite = np.all(np.isfinite(result.reshape(len(rows), -1)), axis=1)
             flat = result.reshape(len(rows), -1)
             in_box = (flat.min(1) >= clip_min - tolerance) & (flat.max(1) <= clip_max + tolerance)
@@ -254,7 +312,7 @@ def autoattack(model_fn, x, y, *, eps=None, norm=2, version="standard", attacks=
                 progress(name, start + len(rows), len(todo))
         flags[name] = robust.copy()
         seconds[name] = time.perf_counter() - started
-        passes[name] = int(counted.count.numpy()) - before
+        passes[name] = engine.count() - before
         if verbose:
             print(f"{name}: robust accuracy {robust.mean():.2%} ({attacked[name]} attacked, "
                   f"{seconds[name]:.1f} s)")
@@ -269,4 +327,4 @@ def autoattack(model_fn, x, y, *, eps=None, norm=2, version="standard", attacks=
                             robust_accuracy=accuracy, seconds=seconds, forward_passes=passes,
                             attacked=attacked, rejected=rejected, attacks=tuple(settings),
                             version=version, norm=norm, eps=eps, seed=int(seed),
-                            max_perturbation=max_perturbation)
+                            max_perturbation=max_perturbation, implementation=implementation)

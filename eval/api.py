@@ -160,7 +160,7 @@ def _plan(n: int, norm: str, eps: float, attacks: tuple, cfg) -> str:
 
 def _evaluate(model, x, y, norm, eps, attacks, cfg, name, verbose) -> EvaluationResult:
     """Every attack asked for, one threat model, per example and summarised (``--mode eval``'s code)."""
-    import tensorflow as tf
+    import keras
 
     from eval.metrics import Outcome, summarize
     from eval.suite import craft_arrays
@@ -168,9 +168,17 @@ def _evaluate(model, x, y, norm, eps, attacks, cfg, name, verbose) -> Evaluation
     def model_fn(images):
         return model(images, training=False)
 
-    logits = tf.function(model_fn, reduce_retracing=True)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        logits = tf.function(model_fn, reduce_retracing=True)
+    else:  # JAX or PyTorch: AutoAttack through its keras.ops attacks (docs/backends.md)
+        if set(attacks) - {"autoattack"}:
+            raise ValueError(f"on Keras's {keras.backend.backend()} backend evaluate_model runs autoattack only, "
+                             f"got {list(attacks)} (the paper's attacks are TensorFlow's; docs/backends.md)")
+        logits = model_fn
     batch = cfg.batch_size
-    predict = lambda images: np.concatenate([np.argmax(logits(images[i:i + batch]).numpy(), axis=-1)  # noqa: E731
+    predict = lambda images: np.concatenate([np.argmax(np.asarray(logits(images[i:i + batch])), axis=-1)  # noqa: E731
                                              for i in range(0, len(images), batch)])
     clean = predict(x)
     attack_norm = np.inf if norm == "inf" else 2
