@@ -92,8 +92,7 @@ def test_a_script_outside_the_checkout_imports_the_api_after_pip_install_e(tmp_p
     script = tmp_path / "mine" / "evaluate_mine.py"
     script.parent.mkdir()
     script.write_text(
-        "import keras, numpy as np\nfrom eval import evaluate_model\nfrom training import train_model\n"
-        "import attacks\n"
+        "from eval import evaluate_model\nfrom training import train_model\nimport attacks, keras, numpy as np\n"
         "model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(4)])\n"
         "x, y = np.random.default_rng(0).uniform(size=(8, 8, 8, 3)).astype('float32'), np.arange(8) % 4\n"
         "print(evaluate_model(model, x, y, attacks='fgm', verbose=0).attacks['fgm']['n'])\n")
