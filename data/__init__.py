@@ -16,11 +16,11 @@ from .dataset import (ARRAYS_PREFIX, AUGMENTATIONS, FOLDER_PREFIX, NPZ_PREFIX, T
 # The loaders and the tf.data pipeline are imported on first use, not here, so that DataConfig
 # (whose fields run.py makes flags of) is read without loading TensorFlow.
 _LAZY = {"resolve_augment": "pipeline", "steps_per_epoch": "pipeline", "test_batches": "pipeline",
-         "train_batches": "pipeline", "load_dataset": "sources"}
+         "train_batches": "pipeline", "load_dataset": "sources", "load_npz": "npz"}
 
 
 def __getattr__(name: str):
-    if name in ("pipeline", "sources", "cache", "subsets"):
+    if name in ("pipeline", "sources", "cache", "subsets", "npz"):
         return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
@@ -37,6 +37,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "load_dataset",
+    "load_npz",
     "resolve_augment",
     "steps_per_epoch",
     "test_batches",

@@ -37,9 +37,7 @@ def load_npz_arrays(dataset: str, data_dir: str | None, cache_dir: str | None, s
     """The cache's arrays (train/test images, labels, class names, source) for ``npz:PATH``."""
     path = npz_path(dataset)
     if not os.path.isfile(path):
-        what = "is a folder" if os.path.isdir(path) else "does not exist"
-        raise DatasetError(f"NumPy archive {path} {what}: pass --dataset {NPZ_PREFIX}PATH to an .npz file "
-                           f"with {NPZ_LAYOUT_HINT}")
+        read_archive(path)  # says what is wrong with the path
     real = os.path.realpath(path)
     stat = os.stat(real)
     key = cache.cache_path(data_dir, f"npz-{os.path.basename(real)}",
@@ -52,6 +50,14 @@ def load_npz_arrays(dataset: str, data_dir: str | None, cache_dir: str | None, s
     return arrays
 
 
+def load_npz(path: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``(x_train, y_train), (x_test, y_test)`` from an archive, as ``keras.datasets.*.load_data()``
+    returns them, after the same checks as ``--dataset npz:PATH``: uint8 [N, H, W, C] images, int32 [N]
+    labels, ready for ``training.train_model`` and ``eval.evaluate_model`` (divide x by 255 there)."""
+    arrays = read_archive(npz_path(NPZ_PREFIX + str(path)), say=print)
+    return ((arrays["train_images"], arrays["train_labels"]), (arrays["test_images"], arrays["test_labels"]))
+
+
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -62,6 +68,10 @@ def file_sha256(path: str) -> str:
 
 def read_archive(path: str, say=print) -> dict:
     """Reads and checks every key; uint8 images, int32 labels, class names."""
+    if not os.path.isfile(path):
+        what = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise DatasetError(f"NumPy archive {path} {what}: pass --dataset {NPZ_PREFIX}PATH to an .npz file "
+                           f"with {NPZ_LAYOUT_HINT}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             present = set(npz.files)

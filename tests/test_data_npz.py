@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import DataConfig, DatasetError, load_dataset, resolve_augment
+from data import DataConfig, DatasetError, load_dataset, load_npz, resolve_augment
 from tests.test_cli import assert_one_line_error, run_py
 
 CIFAR100 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar100.npz"
@@ -72,6 +72,15 @@ def test_subsets_are_class_balanced_and_the_cache_is_used_and_keyed_by_the_file(
     os.utime(path, ns=(1, 1))  # a new file: a new size/mtime key, whatever the clock's resolution
     again = load(path, tmp_path)
     np.testing.assert_array_equal(again.train_images, changed["x_train"])
+
+
+def test_load_npz_gives_keras_datasets_tuples_checked_like_the_flag(tmp_path):
+    content = arrays()
+    (x_train, y_train), (x_test, y_test) = load_npz(save(tmp_path, content))
+    np.testing.assert_array_equal(x_test, content["x_test"])
+    assert y_train.shape == (24,) and y_train.dtype == np.int32 and y_test.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    with pytest.raises(DatasetError, match="lacks x_train"):
+        load_npz(save(tmp_path, _without("x_train"), name="bad.npz"))
 
 
 def _without(key):
