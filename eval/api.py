@@ -27,7 +27,6 @@ import numpy as np
 from configs.settings import default_eps
 from eval import autoattack_eval
 
-PAPER_ATTACKS = ("fgm", "mim", "deepfool", "cw")
 API_ATTACKS = ("autoattack", "fgm", "mim", "pgd", "deepfool", "cw")
 # The attacks that exist in each norm: FGM, MIM and PGD as CleverHans defines them in both, AutoAttack
 # in both; DeepFool and CW are this project's L2 minimum-norm attacks.
