@@ -12,7 +12,6 @@ import dataclasses
 import os
 import signal
 import sys
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
 
@@ -27,7 +26,7 @@ from study.options import Options as StudyOptions  # noqa: E402
 from training.config import DefenseConfig, RunConfig, TrainConfig  # noqa: E402
 from training.defenses import NAMES as DEFENSE_NAMES, SETTINGS as DEFENSE_SETTINGS  # noqa: E402
 from training.defenses.settings import declared_fields  # noqa: E402
-from training import stderr_filter  # noqa: E402
+from training import native_stderr  # noqa: E402
 
 MODES = ("train", "eval", "sweep", "report", "study")
 EXIT_BAD_INPUT = 2
@@ -110,32 +109,12 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT):
     sys.exit(code)
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
+def _load_tensorflow() -> None:
     """Hides what TensorFlow's C++ runtime prints while it loads (oneDNN and CUDA probes) unless
     TF_CPP_MIN_LOG_LEVEL asks for it, so that the terminal shows our messages; if loading fails,
     what was hidden is shown after all."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2":
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def _load_tensorflow() -> None:
-    with _quiet_stderr():
+    quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") >= "2"
+    with native_stderr.held_back(show=lambda error: error is not None) if quiet else contextlib.nullcontext():
         import tensorflow as tf
         tf.config.list_physical_devices()  # probes CUDA now, while stderr is quiet
 
@@ -220,7 +199,6 @@ def _report_config() -> ReportConfig:
 
 
 def main(argv):
-    stderr_filter.install()  # drops TensorFlow's harmless "remapper failed" line, keeps every other
     if len(argv) > 1:
         _fail(f"unexpected argument {argv[1]!r}: every setting is a --flag (see --help)")
     logging.set_verbosity(logging.ERROR)  # tfds warns about every unprepared folder it probes

@@ -6,19 +6,18 @@ cached by `data.cache`, then cut to the requested class-balanced subsets.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
 import socket
-import sys
-import tempfile
 import threading
 import urllib.parse
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from training import native_stderr
 
 from . import cache
 from .dataset import (ARRAYS_PREFIX, FOLDER_LAYOUT_HINT, FOLDER_PREFIX, NPZ_PREFIX, CorruptImageError, DataConfig,
@@ -110,36 +109,12 @@ def _tf_reason(err: tf.errors.OpError) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-@contextlib.contextmanager
 def _native_stderr_held_back():
     """Holds back what C libraries write to file descriptor 2 while images decode: libjpeg prints
     "Improper call to JPEG library in state 201" for a truncated file, beside the one-line
     DatasetError that names it. When decoding ends any other way (success included: libjpeg's
     "Corrupt JPEG data" warnings for a file it could still decode), what was held back is shown."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no file descriptor 2 to redirect
-        saved = None
-    if saved is None:
-        yield
-        return
-    sink = tempfile.TemporaryFile()
-    os.dup2(sink.fileno(), 2)
-    replay = True
-    try:
-        yield
-    except DatasetError:
-        replay = False  # the error names the file and the fix; libjpeg's words add nothing
-        raise
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        sink.seek(0)
-        held = sink.read().decode(errors="replace")
-        sink.close()
-        if replay and held:
-            sys.stderr.write(held)
+    return native_stderr.held_back(show=lambda error: not isinstance(error, DatasetError))
 
 
 # ----------------------------------------------------------------------------- tfds

@@ -17,6 +17,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from models.leaky_relu import LeakyReLU  # a gradient grappler can fuse around (see the module)
+
 # (filters at width 1, average-pool after this convolution?)
 _TABLE1_BLOCKS = ((64, False), (128, True), (128, False), (256, True), (256, False), (512, True))
 _LEAKY_SLOPE = 0.2
@@ -43,11 +45,11 @@ def build_classifier(num_classes: int, input_shape=(32, 32, 3), width: float = 1
     h = inputs
     for i, (filters, pool) in enumerate(_TABLE1_BLOCKS):
         h = _conv(max(1, round(filters * width)), f"conv{i + 1}")(h)
-        h = layers.LeakyReLU(negative_slope=_LEAKY_SLOPE, name=f"lrelu{i + 1}")(h)
+        h = LeakyReLU(negative_slope=_LEAKY_SLOPE, name=f"lrelu{i + 1}")(h)
         if pool:
             h = layers.AveragePooling2D(2, name=f"pool{i + 1}")(h)
     h = _conv(num_classes, "conv_logits")(h)
-    h = layers.LeakyReLU(negative_slope=_LEAKY_SLOPE, name="lrelu_logits")(h)
+    h = LeakyReLU(negative_slope=_LEAKY_SLOPE, name="lrelu_logits")(h)
     h = layers.GlobalAveragePooling2D(name="gap")(h)
     # Logits stay float32 under mixed precision: softmax and CE in float16 overflow.
     logits = layers.Activation("linear", dtype="float32", name="logits")(h)

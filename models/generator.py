@@ -20,6 +20,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from models.leaky_relu import LeakyReLU  # a gradient grappler can fuse around (see the module)
+
 GENERATOR_INPUTS = ("grad", "image", "label")
 _SLOPE = 0.2
 
@@ -78,7 +80,7 @@ def build_generator(num_classes: int, input_shape=(32, 32, 3), inputs=GENERATOR_
 
 
 def _lrelu(h):
-    return layers.LeakyReLU(negative_slope=_SLOPE)(h)
+    return LeakyReLU(negative_slope=_SLOPE)(h)
 
 
 def _tile(y, height, width):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from models.leaky_relu import LeakyReLU  # a gradient grappler can fuse around (see the module)
+
 _SLOPE = 0.2
 
 
@@ -44,7 +46,7 @@ def build_noise_generator(z_dim: int = 640, image_shape=(32, 32, 3), width: floa
         h = layers.Conv2DTranspose(units(filters), 4, strides=2, padding="same", use_bias=False,
                                    kernel_initializer="he_normal", name=f"up{i}")(h)
         h = layers.BatchNormalization(momentum=0.9, synchronized=True, name=f"up{i}_bn")(h)  # decay .9, as the public code
-        h = layers.LeakyReLU(negative_slope=_SLOPE, name=f"up{i}_lrelu")(h)
+        h = LeakyReLU(negative_slope=_SLOPE, name=f"up{i}_lrelu")(h)
     delta = layers.Conv2D(channels, 4, padding="same", use_bias=False, kernel_initializer="he_normal",
                           dtype="float32", name="delta")(h)
     return keras.Model(z, delta, name=name)
