@@ -55,11 +55,11 @@ class LocalEngine:
 
     def submit(self, job: dict, avoid: str | None = None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        stem = self.folder / f"{job['kind']}-{job['name']}"
-        Path(f"{stem}.job.json").write_text(json.dumps(job))
+        stem = self.folder / f"{job.kind}-{job.name}"
+        Path(f"{stem}.job.json").write_text(json.dumps(job.to_json()))
         result = Path(f"{stem}.result.json")
         result.unlink(missing_ok=True)
-        log = jobs.log_path(job["root"], job["kind"], job["name"])
+        log = jobs.log_path(job.root, job.kind, job.name)
         log.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [PROJECT_ROOT, os.environ.get("PYTHONPATH")]))}
         with open(log, "a") as out:
@@ -106,7 +106,7 @@ def _ray_job(job: dict) -> dict:
     """A job inside a Ray worker: the node it runs on named for the study's lines."""
     import ray
     node = ray.get_runtime_context().get_node_id()
-    return jobs.run_job({**job, "node": f"{ray.util.get_node_ip_address()}/{node[:8]}", "node_id": node})
+    return jobs.run_job(jobs.Job.from_json(job), node=f"{ray.util.get_node_ip_address()}/{node[:8]}", node_id=node)
 
 
 class RayEngine:
@@ -156,7 +156,7 @@ class RayEngine:
         if avoid and others:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
             task = task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(others[0], soft=True))
-        self.running[task.remote(job)] = job
+        self.running[task.remote(job.to_json())] = job
 
     def poll(self, timeout: float) -> list:
         if not self.running:

@@ -5,12 +5,14 @@ exits (``max_calls=1``). A fresh process per job keeps TensorFlow's global state
 mixed-precision policy, thread pools) from leaking from one run into the next, and makes killing a
 job's process kill its training, nothing else.
 
-A job is a plain dict (JSON), so the same job runs anywhere; it writes its state to
+A job is a typed, versioned record (``Job``: to_json / from_json), so the same job runs anywhere
+and a reader of another version says so instead of misreading it; it writes its state to
 ``<root>/.study/<kind>-<name>.json`` (which attempt, where, since when, how it ended), where the
 study's driver and ``--status`` read it, and its output to ``<root>/.study/logs/``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -20,10 +22,112 @@ import sys
 import time
 from pathlib import Path
 
+import data
+from eval.config import EvalConfig
+from study.evaluations import VERSION, EvaluationJob, RecordError, _check_version
+from study.report_config import ReportConfig
+from training.config import RunConfig, TrainConfig
+
 STATE_DIR = ".study"
 # A retried training job may start while its killed predecessor's lock is not yet released (a
 # node that is going away): it waits this long for the lock before failing.
 LOCK_WAIT_SECONDS = 120.0
+KINDS = ("train", "evaluate", "report")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainWork:
+    """A training run's configs, as ``training.loop.train`` takes them; ``flags``: config.json's record."""
+    data: data.DataConfig
+    train: TrainConfig
+    defense: dict                      # DefenseConfig.as_dict(): the defense and its own settings
+    run: RunConfig
+    flags: dict
+
+    @classmethod
+    def from_json(cls, record: dict) -> "TrainWork":
+        return cls(data.DataConfig(**record["data"]), TrainConfig(**record["train"]), dict(record["defense"]),
+                   RunConfig(**record["run"]), dict(record["flags"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportWork:
+    """The report's evaluation settings and options (``--mode report``'s flags, as the spec gives them)."""
+    evaluation: EvalConfig
+    options: ReportConfig
+
+    @classmethod
+    def from_json(cls, record: dict) -> "ReportWork":
+        return cls(_typed(EvalConfig, record["evaluation"]), _typed(ReportConfig, record["options"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    kind: str                          # train | evaluate | report
+    name: str
+    root: str
+    cwd: str                           # paths a spec gives relative (prior reports) mean what they meant here
+    threads: int
+    work: TrainWork | EvaluationJob | ReportWork
+    attempt: int = 1
+    avoid: str | None = None           # a node it died on: placed elsewhere when there is room
+    version: int = VERSION
+
+    @property
+    def run_dir(self) -> Path | None:
+        return Path(self.work.run.run_dir) if self.kind == "train" else None
+
+    @property
+    def epochs(self) -> int | None:
+        return self.work.train.epochs if self.kind == "train" else None
+
+    def to_json(self) -> dict:
+        record = dataclasses.asdict(dataclasses.replace(self, work=None))
+        record["work"] = self.work.to_json() if self.kind == "evaluate" else \
+            json.loads(json.dumps(dataclasses.asdict(self.work)))
+        return record
+
+    @classmethod
+    def from_json(cls, record: dict) -> "Job":
+        if isinstance(record, dict) and "version" not in record and record.get("kind") in KINDS:
+            record = _legacy(record)  # written by a driver started before jobs were records
+        _check_version(record, "job")
+        work = {"train": TrainWork, "evaluate": EvaluationJob, "report": ReportWork}[record["kind"]]
+        return cls(record["kind"], record["name"], record["root"], record["cwd"], int(record["threads"]),
+                   work.from_json(record["work"]), int(record.get("attempt") or 1), record.get("avoid"))
+
+
+def _typed(cls, values: dict):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields})
+
+
+def _legacy(job: dict) -> dict:
+    """A job dict of a driver that predates ``Job`` (a study still running across the upgrade)."""
+    out = {k: job.get(k) for k in ("kind", "name", "root", "cwd", "threads", "attempt", "avoid")}
+    out["version"] = VERSION
+    if job["kind"] == "train":
+        out["work"] = job["configs"]
+        return out
+    options = job["report"]
+    report = {"match_benign": options["match_benign"], "match_tolerance": options["tolerance"],
+              "curve_test_limit": options["curve_test_limit"], "figure2_epochs": options["figure2_epochs"],
+              "autoattack_complete": options["autoattack_complete"], "prior_report": options["prior_reports"]}
+    if job["kind"] == "report":
+        out["work"] = {"evaluation": job["eval"], "options": report}
+        return out
+    from study.evaluations import jobs_for
+    from study.plan import make_plan
+    cfg = _typed(EvalConfig, job["eval"])
+    os.chdir(job["cwd"])
+    plan = make_plan(job["root"], cfg.source_run, report["match_benign"], report["match_tolerance"],
+                     report["figure2_epochs"])
+    found = [j for j in jobs_for(plan, cfg, report["curve_test_limit"], report["autoattack_complete"])
+             if j.name == job["name"]]
+    if not found:
+        raise RecordError(f"evaluation of {job['name']}: the run has nothing to evaluate")
+    out["work"] = found[0].to_json()
+    return out
 
 
 def state_path(root: str | Path, kind: str, name: str) -> Path:
@@ -51,21 +155,23 @@ def set_threads(threads: int) -> None:
     os.environ["TF_NUM_INTEROP_THREADS"] = "1" if threads == 1 else "2"
 
 
-def run_job(job: dict) -> dict:
+def run_job(job: Job, node: str | None = None, node_id: str | None = None) -> dict:
     """Runs ``job`` and returns {"outcome": trained | resumed | stopped | skipped | evaluated |
     reported | failed, "error", "node", "pid", "seconds", "cpu_seconds", ...}; never raises for the
-    job's own failure (a dead process is the engine's to see)."""
-    set_threads(job["threads"])
+    job's own failure (a dead process is the engine's to see). ``node``: where the engine placed it."""
+    if isinstance(job, dict):  # from a driver started before jobs were records (a study across the upgrade)
+        node, node_id, job = node or job.get("node"), node_id or job.get("node_id"), Job.from_json(job)
+    set_threads(job.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.chdir(job["cwd"])  # paths a spec gives relative (prior reports) mean what they meant to the driver
-    _redirect_output(log_path(job["root"], job["kind"], job["name"]))
-    where = {"node": job.get("node") or socket.gethostname(), "node_id": job.get("node_id"),
-             "host": socket.gethostname(), "pid": os.getpid(), "attempt": job.get("attempt", 1)}
+    os.chdir(job.cwd)  # paths a spec gives relative (prior reports) mean what they meant to the driver
+    _redirect_output(log_path(job.root, job.kind, job.name))
+    where = {"node": node or socket.gethostname(), "node_id": node_id,
+             "host": socket.gethostname(), "pid": os.getpid(), "attempt": job.attempt}
     started = time.time()
     _write_state(job, {**where, "state": "running", "started": started})
     say = _printer()
     try:
-        result = {"train": _train, "evaluate": _evaluate, "report": _report}[job["kind"]](job, say)
+        result = {"train": _train, "evaluate": _evaluate, "report": _report}[job.kind](job, say)
     except KeyboardInterrupt:
         result = {"outcome": "stopped", "error": "interrupted"}
     except Exception as err:  # the job failed; the study reports why and goes on
@@ -78,28 +184,25 @@ def run_job(job: dict) -> dict:
     return result
 
 
-def _train(job: dict, say) -> dict:
-    import data
+def _train(job: Job, say) -> dict:
     from study.sweep import progress
-    from training.config import DefenseConfig, RunConfig, TrainConfig
+    from training.config import DefenseConfig
     from training.loop import TrainingError, train
 
-    configs = job["configs"]
-    run_cfg = RunConfig(**configs["run"])
-    train_cfg = TrainConfig(**configs["train"])
-    before = progress(Path(run_cfg.run_dir), train_cfg.epochs, run_cfg.stop_at_benign)
+    work = job.work
+    run_dir = Path(work.run.run_dir)
+    before = progress(run_dir, work.train.epochs, work.run.stop_at_benign)
     if before["state"] == "finished":
         return {"outcome": "skipped", "step": None}
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
         try:
-            result = train(data.DataConfig(**configs["data"]), train_cfg, DefenseConfig(**configs["defense"]),
-                           run_cfg, flags=configs["flags"], say=say)
+            result = train(work.data, work.train, DefenseConfig(**work.defense), work.run, flags=work.flags, say=say)
             break
         except TrainingError as err:
             return {"outcome": "failed", "error": str(err), "step": before["step"]}
         except KeyboardInterrupt:  # the study is stopping: training saved a checkpoint first
-            now = progress(Path(run_cfg.run_dir), train_cfg.epochs, run_cfg.stop_at_benign)
+            now = progress(run_dir, work.train.epochs, work.run.stop_at_benign)
             return {"outcome": "stopped", "error": "interrupted", "step": now["step"]}
         except ValueError as err:
             if not _locked(err) or time.monotonic() > deadline:
@@ -117,35 +220,24 @@ def _locked(err: Exception) -> bool:
     return isinstance(err, lock.DirectoryLocked)
 
 
-def _evaluate(job: dict, say) -> dict:
-    _build_report(job, say, only=job["name"])
-    path = Path(job["root"]) / STATE_DIR / f"evaluated-{job['name']}.json"
-    path.write_text(json.dumps({"key": job["key"]}) + "\n")
+def _evaluate(job: Job, say) -> dict:
+    from study.evaluations import evaluated
+    evaluated(job.root, job.work, say)
     return {"outcome": "evaluated"}
 
 
-def _report(job: dict, say) -> dict:
-    report = _build_report(job, say)
-    return {"outcome": "reported", "report": str(Path(job["root"]) / "report" / "report.md"),
+def _report(job: Job, say) -> dict:
+    from study.report import build_report
+    options = job.work.options
+    report = build_report(job.root, job.work.evaluation, options.match_benign, options.match_tolerance,
+                          options.curve_test_limit, say=say, figure2_epochs=options.figure2_epochs,
+                          autoattack_complete=options.autoattack_complete, prior_reports=options.prior_report)
+    return {"outcome": "reported", "report": str(Path(job.root) / "report" / "report.md"),
             "runs": len(report.get("curve_points", []))}
 
 
-def _build_report(job: dict, say, only: str | None = None) -> dict:
-    import dataclasses
-    from eval.config import EvalConfig
-    from study.report import build_report
-
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in job["eval"].items()}
-    cfg = EvalConfig(**{f.name: values[f.name] for f in dataclasses.fields(EvalConfig) if f.name in values})
-    options = job["report"]
-    return build_report(job["root"], cfg, options["match_benign"], options["tolerance"], options["curve_test_limit"],
-                        say=say, figure2_epochs=options["figure2_epochs"],
-                        autoattack_complete=options["autoattack_complete"],
-                        prior_reports=options["prior_reports"], only=only)
-
-
-def _write_state(job: dict, state: dict) -> None:
-    path = state_path(job["root"], job["kind"], job["name"])
+def _write_state(job: Job, state: dict) -> None:
+    path = state_path(job.root, job.kind, job.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state) + "\n")
@@ -176,7 +268,7 @@ def _interrupt(signum, frame):
 def main(argv: list[str]) -> int:
     """``python -m study.jobs JOB.json RESULT.json``: the local engine's child process."""
     signal.signal(signal.SIGTERM, _interrupt)  # the driver's stop: save a checkpoint, as Ctrl-C does
-    job = json.loads(Path(argv[1]).read_text())
+    job = Job.from_json(json.loads(Path(argv[1]).read_text()))
     result = run_job(job)
     tmp = Path(argv[2] + ".tmp")
     tmp.write_text(json.dumps(result))

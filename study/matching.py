@@ -8,9 +8,10 @@ cannot get within the tolerance is reported as unmatched, never silently compare
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from pathlib import Path
 
-from training.rundir import EPOCH_WEIGHTS_PATTERN, EPOCHS_DIR, read_metrics
+from training.rundir import EPOCH_WEIGHTS_PATTERN, EPOCHS_DIR, RunDirError, read_metrics
 
 TARGETS = ("clean", "lowest", "none")
 
@@ -29,6 +30,18 @@ class Match:
     @property
     def within_tolerance(self) -> bool:
         return abs(self.difference) <= self.tolerance + 1e-12
+
+    def record(self) -> dict:
+        """As a Table 2 row records it (report.json's ``match``)."""
+        return {"epoch": self.epoch, "recorded_accuracy": self.accuracy, "target": self.target,
+                "difference": self.difference, "within_tolerance": self.within_tolerance}
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict) -> "Match":
+        return cls(int(record["epoch"]), float(record["accuracy"]), record["target"], float(record["tolerance"]))
 
 
 def epoch_records(run_dir: Path) -> dict[int, dict]:
@@ -63,6 +76,28 @@ def closest_epoch(accuracies: dict[int, float], candidates: list[int], target: f
     else:
         epoch = min(usable, key=lambda e: (abs(accuracies[e] - target), -e))
     return Match(epoch, accuracies[epoch], target, tolerance)
+
+
+def resolve_target(spec, finals: dict[str, list[float]]) -> float | None:
+    """The benign accuracy to match, from ``finals`` ({group: its table runs' final accuracies}): a
+    number as given; ``clean``: the mean final accuracy of the clean runs; ``lowest``: the lowest
+    final accuracy among the table runs (every run reaches it at its end, so matching picks the
+    epoch where it did)."""
+    if spec is None or isinstance(spec, float):
+        return spec
+    if spec == "clean":
+        if "none" not in finals:
+            raise RunDirError("--match_benign clean needs clean runs (--defense none) under --root")
+        return statistics.mean(finals["none"])
+    return min(min(v) for v in finals.values())
+
+
+def match_table(table_runs: dict, target: float | None, tolerance: float) -> dict[str, Match]:
+    """{run name: its matched epoch} for every table run (``study.plan.StudyRun``s by group): the
+    one place a study decides which epoch of a run its Table 2 row attacks. Without kept epochs
+    (--keep_checkpoints last) only the final weights can be matched."""
+    return {m.run.name: closest_epoch(m.accuracies, m.kept or [max(m.accuracies)], target, tolerance)
+            for members in table_runs.values() for m in members}
 
 
 def parse_target(text: str) -> float | str | None:

@@ -43,13 +43,6 @@ def black_box_source(row: dict, protocol: dict) -> str | None:
     return row.get("black_box_source") or (Path(protocol["source_run"]).name if protocol.get("source_run") else None)
 
 
-def source_record(source, weights: str) -> dict:
-    """What a Table 2 row records of its black-box source: its name, the fingerprint of its weights,
-    and when its training began (on a new machine a source is trained again under the same name)."""
-    return {"black_box_source": source.run_dir.name, "black_box_source_weights": weights,
-            "black_box_source_created": source.config.get("created")}
-
-
 def source_trainings(rows: list[dict], protocol: dict) -> dict[str, dict]:
     """For each black-box source whose rows record more than one set of its weights (trained again
     on a new machine), the runs crafted on each: {name: {weights, or None where a row predates the

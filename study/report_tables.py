@@ -33,6 +33,15 @@ def in_table_order(groups: dict) -> dict:
     return dict(sorted(groups.items(), key=lambda kv: (rank.get(base_defense(kv[0]), len(order)), kv[0])))
 
 
+def ordered_report(report: dict) -> dict:
+    """The report with its per-group parts in table order (report_tables.in_table_order)."""
+    parts = ("table", "costs", "training_attack_over_epochs")
+    ordered = {**report, **{k: in_table_order(report[k]) for k in parts if isinstance(report.get(k), dict)}}
+    if isinstance((report.get("protocol") or {}).get("sweeps"), dict):
+        ordered["protocol"] = {**report["protocol"], "sweeps": in_table_order(report["protocol"]["sweeps"])}
+    return ordered
+
+
 # Table 2's columns: (key, heading, where in a row the value is).
 TABLE_COLUMNS = (
     # The field's headline (--attacks ...,autoattack): AutoAttack's robust accuracy, and the worst

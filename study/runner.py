@@ -21,12 +21,15 @@ import shutil
 import time
 from pathlib import Path
 
-from study import jobs
+from study import checks, jobs
 from study.engines import JobDied, make_engine
+from study.evaluations import jobs_for, stored_key
+from study.jobs import Job, ReportWork, TrainWork
 from study.options import Options  # noqa: F401 (re-exported: callers build it beside run_study)
-from study.spec import Spec
+from study.plan import make_plan
+from study.spec import Spec, SpecError
 from study.sweep import is_finished
-from training import rundir
+from training import lock, rundir
 from training.rundir import RunDirError
 
 MAX_ATTEMPTS = 3
@@ -34,8 +37,12 @@ POLL_SECONDS = 2.0
 
 
 def run_study(spec: Spec, root: str, options: Options, say=print) -> int:
-    """Runs what the study lacks; returns the exit code (0 all done, 1 a job failed, 130 stopped)."""
+    """Runs what the study lacks; returns the exit code (0 all done, 1 a job failed, 130 stopped).
+    Bad input (the root, the dataset folder, runs trained with other settings, an absurd plan, a
+    root another driver holds) is a SpecError or ValueError, raised before any job starts."""
     root_path = Path(root).absolute()
+    checks.check_root(root_path)
+    checks.check_dataset(spec)
     cpus = options.cpus_per_run or (os.cpu_count() if options.engine == "local" else 1)
     folder = spec.dataset.split(":", 1)[1] if spec.dataset.startswith("folder:") else None
     engine = make_engine(options.engine, root_path, options.ray_address, cpus, options.gpus_per_run,
@@ -43,10 +50,13 @@ def run_study(spec: Spec, root: str, options: Options, say=print) -> int:
     started = time.monotonic()
     tally = _Tally(say, cpus)
     try:
-        root_path.mkdir(parents=True, exist_ok=True)  # an engine that cannot start leaves nothing behind
-        restore_logs(spec, root_path, say)
-        say(f"study {spec.name} ({spec.path}) under {root_path} on {engine.describe()}")
-        code = _run(spec, root_path, engine, tally, int(max(cpus, 1)), say)
+        # One driver per root: two would train the same runs and write the same records.
+        with lock.hold(root_path / jobs.STATE_DIR, f"--root {root_path}",
+                       "another study is running there: wait for it, or stop it (Ctrl-C; the same command "
+                       "resumes)"):
+            restore_logs(spec, root_path, say)
+            say(f"study {spec.name} ({spec.path}) under {root_path} on {engine.describe()}")
+            code = _run(spec, root_path, engine, tally, int(max(cpus, 1)), say)
     except KeyboardInterrupt:
         say("interrupted: stopping the running jobs (each saves its checkpoint); the same command resumes")
         for job, result in engine.stop():
@@ -54,81 +64,90 @@ def run_study(spec: Spec, root: str, options: Options, say=print) -> int:
         code = 130
     finally:
         engine.close()
-    tally.summary(time.monotonic() - started)
+    if tally.started:
+        tally.summary(time.monotonic() - started)
     return code
 
 
 def _run(spec: Spec, root: Path, engine, tally: "_Tally", threads: int, say) -> int:
-    base = {"root": str(root), "cwd": os.getcwd(), "threads": threads}
-    todo = []
-    for run in spec.runs(root):
+    base = dict(root=str(root), cwd=os.getcwd(), threads=threads)
+    runs = spec.runs(root)
+    checks.check_recorded(spec, root, runs)
+    todo, train = [], []
+    for run in runs:
         configs = spec.configs(run)
-        epochs = configs["train"]["epochs"]
-        if is_finished(run.planned.run_dir, epochs, run.stop_at_benign):
+        if is_finished(run.planned.run_dir, configs["train"]["epochs"], run.stop_at_benign):
             tally.skipped += 1
             continue
-        todo.append({**base, "kind": "train", "name": run.name, "configs": configs, "epochs": epochs})
-    say(f"training: {len(todo)} run(s) to train, {tally.skipped} finished")
+        train.append(run)
+        todo.append(Job("train", run.name, work=TrainWork.from_json(configs), **base))
+    hours, unknown = checks.planned_hours(spec, root, train)
+    say(f"training: {len(todo)} run(s) to train, {tally.skipped} finished; about {hours:.2f} h of training at the "
+        f"step rates of runs like them, one job at a time" + (f", and {unknown} run(s) without an estimate (no run "
+                                                             f"under the root trains like them yet)" if unknown else ""))
+    tally.started = True
     _schedule(engine, todo, tally)
     if tally.failed:
         say(f"{tally.failed} training run(s) failed: evaluating and reporting what finished")
+    return _evaluate_and_report(spec, root, engine, tally, base, say)
 
-    cfg = spec.eval_config(root)
-    evaluation = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-    report = {"match_benign": spec.matching["target"], "tolerance": spec.matching["tolerance"],
-              **{k: spec.report[k] for k in ("curve_test_limit", "figure2_epochs", "autoattack_complete",
-                                             "prior_reports")}}
-    from study.evaluations import evaluation_keys
+
+def _evaluate_and_report(spec: Spec, root: Path, engine, tally: "_Tally", base: dict, say) -> int:
+    cfg, options = spec.eval_config(root), spec.report_config()
     try:
-        keys = evaluation_keys(root, cfg, report)
+        plan = make_plan(str(root), cfg.source_run, options.match_benign, options.match_tolerance,
+                         options.figure2_epochs)
     except RunDirError as err:  # e.g. no run finished: nothing to evaluate or report
         say(f"cannot evaluate: {err}")
+        tally.report = "not made"
         return 1
-    evaluations = [{**base, "kind": "evaluate", "name": name, "key": key, "eval": evaluation, "report": report}
-                   for name, key in keys.items() if _evaluated_key(root, name) != key]
-    say(f"evaluation: {len(evaluations)} run(s) to evaluate, {len(keys) - len(evaluations)} evaluated")
-    if evaluations and cfg.source_run:  # the first crafts the source's adversarials for all
+    work = jobs_for(plan, cfg, options.curve_test_limit, options.autoattack_complete)
+    evaluations = [Job("evaluate", w.name, work=w, **base) for w in work if stored_key(root, w.name) != w.key()]
+    say(f"evaluation: {len(evaluations)} run(s) to evaluate, {len(work) - len(evaluations)} evaluated")
+    if evaluations and cfg.source_run:  # the first crafts the source's adversarials, which the others read
         _schedule(engine, evaluations[:1], tally)
-        evaluations = evaluations[1:]
+        first, evaluations = evaluations[0], evaluations[1:]
+        if tally.evaluations_failed:  # the table runs' black-box attacks need what it was crafting
+            for job in [j for j in evaluations if j.work.table_match is not None]:
+                tally.ended(job, {"outcome": "not started", "error": f"its black-box attacks read the source's "
+                                  f"adversarials, which the failed evaluation of {first.name} was crafting"})
+            evaluations = [j for j in evaluations if j.work.table_match is None]
     _schedule(engine, evaluations, tally)
-    _schedule(engine, [{**base, "kind": "report", "name": "report", "eval": evaluation, "report": report}], tally)
+    if tally.evaluations_failed:  # the report would evaluate those runs again, and fail as they did
+        say(f"report: not made: {tally.evaluations_failed} evaluation(s) failed (their lines say why); the same "
+            f"command evaluates them again")
+        tally.report = "not made"
+        return 1
+    _schedule(engine, [Job("report", "report", work=ReportWork(cfg, options), **base)], tally)
     return 1 if tally.failed else 0
 
 
-def _evaluated_key(root: Path, name: str) -> str | None:
-    try:
-        return json.loads((root / jobs.STATE_DIR / f"evaluated-{name}.json").read_text())["key"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _schedule(engine, todo: list[dict], tally: "_Tally") -> None:
+def _schedule(engine, todo: list[Job], tally: "_Tally") -> None:
     """Runs ``todo`` on ``engine`` (as many at once as it takes), retrying a job whose process died."""
     queue = collections.deque(todo)
-    running: dict[tuple, dict] = {}
+    running: dict[tuple, Job] = {}
     watch = _Watch(tally.say)
     for job in todo:
         tally.say(f"{_label(job)}: queued")
     while queue or running:
         while queue and len(running) < engine.capacity:
             job = queue.popleft()
-            engine.submit(job, avoid=job.get("avoid"))
-            running[job["kind"], job["name"]] = job
+            engine.submit(job, avoid=job.avoid)
+            running[job.kind, job.name] = job
         for job, result in engine.poll(POLL_SECONDS):
-            running.pop((job["kind"], job["name"]), None)
+            running.pop((job.kind, job.name), None)
             watch.update(job)
             if isinstance(result, JobDied):
-                state = jobs.read_state(job["root"], job["kind"], job["name"]) or {}
-                attempt = job.get("attempt", 1)
+                state = jobs.read_state(job.root, job.kind, job.name) or {}
                 where = f" on {state['node']}" if state.get("node") else ""
-                if attempt < MAX_ATTEMPTS:
+                if job.attempt < MAX_ATTEMPTS:
                     tally.say(f"{_label(job)}: its process died{where} ({result.why}); retrying, attempt "
-                              f"{attempt + 1} of {MAX_ATTEMPTS}" + (", on another node if there is one"
-                                                                    if engine.nodes > 1 else ""))
+                              f"{job.attempt + 1} of {MAX_ATTEMPTS}" + (", on another node if there is one"
+                                                                        if engine.nodes > 1 else ""))
                     tally.retried += 1
-                    queue.appendleft({**job, "attempt": attempt + 1, "avoid": state.get("node_id")})
+                    queue.appendleft(dataclasses.replace(job, attempt=job.attempt + 1, avoid=state.get("node_id")))
                     continue
-                result = {"outcome": "failed", "error": f"its process died {attempt} times{where}: {result.why}",
+                result = {"outcome": "failed", "error": f"its process died {job.attempt} times{where}: {result.why}",
                           "node": state.get("node")}
             tally.ended(job, result)
         for job in running.values():
@@ -142,24 +161,23 @@ class _Watch:
         self.say = say
         self.seen: dict = {}  # (kind, name) -> (attempt announced, epochs announced)
 
-    def update(self, job: dict) -> None:
-        key = job["kind"], job["name"]
-        state = jobs.read_state(job["root"], job["kind"], job["name"]) or {}
-        if key not in self.seen and job["kind"] == "train":  # a resumed run: its earlier epochs were said before
-            self.seen[key] = (0, max((r["epoch"] for r in rundir.read_metrics(
-                Path(job["configs"]["run"]["run_dir"]), "epoch_record")), default=0))
+    def update(self, job: Job) -> None:
+        key = job.kind, job.name
+        state = jobs.read_state(job.root, job.kind, job.name) or {}
+        if key not in self.seen and job.kind == "train":  # a resumed run: its earlier epochs were said before
+            self.seen[key] = (0, max((r["epoch"] for r in rundir.read_metrics(job.run_dir, "epoch_record")),
+                                     default=0))
         attempt, epochs = self.seen.get(key, (0, 0))
-        if state.get("state") == "running" and state.get("attempt", 1) == job.get("attempt", 1) > attempt:
-            attempt = job.get("attempt", 1)
-            verb = {"train": "training", "evaluate": "evaluating", "report": "reporting"}[job["kind"]]
+        if state.get("state") == "running" and state.get("attempt", 1) > attempt:  # an engine's retry counts up
+            attempt = state.get("attempt", 1)
+            verb = {"train": "training", "evaluate": "evaluating", "report": "reporting"}[job.kind]
             self.say(f"{_label(job)}: {verb} on {state.get('node')} (pid {state.get('pid')})")
-        if job["kind"] == "train":
-            run_dir = Path(job["configs"]["run"]["run_dir"])
-            records = sorted(rundir.read_metrics(run_dir, "epoch_record"), key=lambda r: r["epoch"])
+        if job.kind == "train":
+            records = sorted(rundir.read_metrics(job.run_dir, "epoch_record"), key=lambda r: r["epoch"])
             for record in records:
                 if record["epoch"] > epochs:
                     epochs = record["epoch"]
-                    self.say(f"{_label(job)}: epoch {epochs}/{job['epochs']}, benign accuracy "
+                    self.say(f"{_label(job)}: epoch {epochs}/{job.epochs}, benign accuracy "
                              f"{record['test_acc']:.3f}" + (f" on {state['node']}" if state.get("node") else ""))
         self.seen[key] = (attempt, epochs)
 
@@ -170,41 +188,55 @@ class _Tally:
         self.outcomes: collections.Counter = collections.Counter()
         self.skipped = self.failed = self.retried = 0
         self.seconds = self.cpu_seconds = 0.0
+        self.started = False     # past the checks: a summary is due
+        self.report = "not made"
 
-    def ended(self, job: dict, result) -> None:
+    @property
+    def evaluations_failed(self) -> int:
+        return self.outcomes["evaluate:failed"]
+
+    def ended(self, job: Job, result) -> None:
         if isinstance(result, JobDied):
             result = {"outcome": "failed", "error": result.why}
         outcome = result.get("outcome", "failed")
-        self.outcomes[f"{job['kind']}:{outcome}"] += 1
+        self.outcomes[f"{job.kind}:{outcome}"] += 1
         self.failed += outcome == "failed"
         self.seconds += result.get("seconds") or 0.0
         self.cpu_seconds += result.get("cpu_seconds") or 0.0
-        where = f" on {result['node']}" if result.get("node") else ""
-        if outcome == "failed":
-            self.say(f"{_label(job)}: failed{where}: {result.get('error')}")
-        elif outcome == "stopped":
-            at = f"at step {result['step']}" if result.get("step") else "before its first checkpoint"
-            self.say(f"{_label(job)}: stopped{where} {at}; the same command resumes it")
-        elif outcome == "cancelled":
-            self.say(f"{_label(job)}: not started; the same command runs it")
-        else:
-            extra = f" from step {result['resumed_from']}" if outcome == "resumed" else ""
-            self.say(f"{_label(job)}: done ({outcome}{extra}){where} in {result.get('seconds', 0):.0f} s")
+        if job.kind == "report":
+            self.report = {"reported": "written", "stopped": "stopped", "cancelled": "not made"}.get(outcome, outcome)
+        self.say(f"{_label(job)}: {_ended_text(job, result, outcome)}")
 
     def summary(self, wall_seconds: float) -> None:
         count = self.outcomes
-        trained = count["train:trained"]
-        resumed = count["train:resumed"]
-        self.say(f"summary: {trained} run(s) trained, {resumed} resumed, {self.skipped} already finished, "
-                 f"{count['train:failed']} failed, {count['train:stopped']} stopped; {count['evaluate:evaluated']} "
-                 f"evaluated; {self.retried} job(s) retried after their process died; wall time "
+        self.say(f"summary: {count['train:trained']} run(s) trained, {count['train:resumed']} resumed, {self.skipped} "
+                 f"already finished, {count['train:failed']} failed, {count['train:stopped']} stopped; "
+                 f"{count['evaluate:evaluated']} evaluated, {count['evaluate:failed']} failed, "
+                 f"{count['evaluate:stopped']} stopped"
+                 + (f", {count['evaluate:not started']} not started" if count["evaluate:not started"] else "")
+                 + f"; report {self.report}; {self.retried} job(s) retried after their process died; wall time "
                  f"{wall_seconds / 3600:.2f} h; {self.seconds * self.cpus / 3600:.2f} CPU-hours reserved "
                  f"({self.cpu_seconds / 3600:.2f} used by the jobs' processes)")
 
 
-def _label(job: dict) -> str:
-    return {"train": "run", "evaluate": "evaluation of", "report": ""}[job["kind"]] + \
-        ("" if job["kind"] == "report" else " ") + job["name"]
+def _ended_text(job: Job, result: dict, outcome: str) -> str:
+    where = f" on {result['node']}" if result.get("node") else ""
+    if outcome == "failed":
+        return f"failed{where}: {result.get('error')}"
+    if outcome == "stopped" and job.kind == "train":
+        at = f"at step {result['step']}" if result.get("step") else "before its first checkpoint"
+        return f"stopped{where} {at}; the same command resumes it"
+    if outcome == "stopped":  # an evaluation keeps every attack it finished in the run's cache
+        return f"stopped{where}; the same command runs it again, reusing the attacks it finished"
+    if outcome in ("cancelled", "not started"):
+        return "not started" + (f" ({result['error']})" if result.get("error") else "") + "; the same command runs it"
+    extra = f" from step {result['resumed_from']}" if outcome == "resumed" else ""
+    return f"done ({outcome}{extra}){where} in {result.get('seconds', 0):.0f} s"
+
+
+def _label(job: Job) -> str:
+    return {"train": "run", "evaluate": "evaluation of", "report": ""}[job.kind] + \
+        ("" if job.kind == "report" else " ") + job.name
 
 
 def restore_logs(spec: Spec, root: Path, say=print) -> None:

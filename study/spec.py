@@ -138,6 +138,12 @@ class Spec:
         source = str(Path(root) / self.source_name()) if self.source is not None else None
         return EvalConfig(run_dirs=(), source_run=source, **self.evaluation)
 
+    def report_config(self) -> ReportConfig:
+        """[matching] and [report] as ``--mode report``'s options (one record, whoever reads it)."""
+        return ReportConfig(match_benign=self.matching["target"], match_tolerance=self.matching["tolerance"],
+                            prior_report=tuple(self.report["prior_reports"]),
+                            **{k: self.report[k] for k in ("curve_test_limit", "figure2_epochs", "autoattack_complete")})
+
     def source_name(self) -> str | None:
         if self.source is None:
             return None
@@ -180,8 +186,11 @@ def load(path: str | Path, dataset: str | None = None) -> Spec:
     if not all(isinstance(p, str) for p in report["prior_reports"]):
         raise SpecError(f"{where}: report.prior_reports takes a list of paths (strings)")
     name = _typed(study, "name", str, where, "study.", path.stem)
-    return Spec(path, name, dataset, preset, seeds, curve_seeds, training, arms, matching, evaluation, source,
+    spec = Spec(path, name, dataset, preset, seeds, curve_seeds, training, arms, matching, evaluation, source,
                 source_seed, report)
+    from study.checks import check_runs  # the runs it plans, as training would check them
+    check_runs(spec)
+    return spec
 
 
 def _training(raw: dict, preset: str | None, where: str) -> dict:

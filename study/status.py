@@ -33,14 +33,18 @@ def show_status(spec: Spec, root: str, say=print) -> None:
         if holder:
             running += 1
             attempt = jobs.read_state(root_path, "train", run.name) or {}
+            if state == "not started":  # its process holds it, before its first checkpoint
+                text = "started, no checkpoint yet" + text[len("not started"):]
             text += f"; running now ({holder}" + (f", node {attempt['node']}" if attempt.get("node") else "") + ")"
         finished += state == "finished"
         unknown += hours is None
         left += hours or 0.0
         say(f"[{i}/{len(runs)}] {run.name}: {text}")
     evaluated = sorted(p.name for p in (root_path / jobs.STATE_DIR).glob("evaluated-*.json"))
+    driver = lock.holder(root_path / jobs.STATE_DIR) if (root_path / jobs.STATE_DIR).is_dir() else None
     report = root_path / "report" / "report.md"
     say(f"status: {finished} of {len(runs)} run(s) trained, {running} running now, about {left:.2f} h of training "
         f"left" + (f" and {unknown} run(s) without an estimate" if unknown else "") + f" (at the runs' step rates, "
         f"one job at a time; divide by the jobs that run at once); {len(evaluated)} run(s) evaluated; report "
-        + (f"at {report}" if report.exists() else "not written yet"))
+        + (f"at {report}" if report.exists() else "not written yet")
+        + (f"; the study's driver is {driver}" if driver else "; no driver is running"))

@@ -173,8 +173,8 @@ def test_the_report_matches_evaluates_and_draws(study_root, monkeypatch):
     assert cost["unrecorded"] == 0
     assert "## Evaluation cost" in markdown and f"the evaluation {cost['hours']:.2f} h of attack time" in markdown
     # report.json stores its keys sorted (fgm before none); rebuilt from it, the report reads the same.
-    from study import report_claims
-    assert report_claims.markdown(json.loads((out / "report.json").read_text())) == markdown
+    from study import report_markdown
+    assert report_markdown.markdown(json.loads((out / "report.json").read_text())) == markdown
 
     def no_crafting(*args, **kwargs):
         raise AssertionError("a second report must reuse the cached attacks")
@@ -269,7 +269,7 @@ def test_the_plots_draw_defenses_run_at_a_single_setting(tmp_path):
 
 
 def test_a_one_seed_comparison_goes_by_sign_and_says_so():
-    from study import report_claims as claims
+    from study import report_markdown as markdown, verdicts as claims
     diff, margin = claims.compare((0.5, 0.0), (0.7, 0.0), 1, 3)
     assert diff == pytest.approx(-0.2) and claims.verdict(diff, margin) == "contradicted (one seed)"
     assert claims.verdict(*claims.compare((0.5, 0.01), (0.7, 0.02), 3, 3)) == "contradicted"
@@ -318,7 +318,7 @@ def test_a_sweep_names_a_variant_beside_its_value():
 
 
 def test_each_pgn_variant_is_judged_on_the_papers_claims_and_by_autoattack():
-    from study import report_claims as claims
+    from study import report_markdown as markdown, verdicts as claims
 
     def row(seed, cw, aa, fgm=0.4):
         return {"seed": seed, "benign_accuracy": 0.7, "seconds_per_epoch": 10.0, "masking_checks": [],
@@ -339,7 +339,7 @@ def test_each_pgn_variant_is_judged_on_the_papers_claims_and_by_autoattack():
 
 
 def test_table2_says_over_how_many_seeds_a_column_is_and_shows_one_value_without_a_spread():
-    from study import report_claims as claims
+    from study import report_markdown as markdown, verdicts as claims
     from study.report_tables import aggregate_table
 
     def row(seed, fgm, black=None):
@@ -352,7 +352,7 @@ def test_table2_says_over_how_many_seeds_a_column_is_and_shows_one_value_without
     agg = aggregate_table(table)
     assert agg["fgm"]["counts"]["fgm_black"] == 1 and agg["fgm"]["counts"]["fgm_acc"] == 2
     from study.report_tables import TABLE_COLUMNS
-    lines = {l.split(" | ")[0]: l for l in claims.table2_lines(agg, TABLE_COLUMNS)}
+    lines = {l.split(" | ")[0]: l for l in markdown.table2_lines(agg, TABLE_COLUMNS)}
     assert "| 0.420 ± 0.028 |" in lines["| FGM-AT"] and "| 0.690 (1 of 2) |" in lines["| FGM-AT"]
     assert "±" not in lines["| PGD-AT"] and "| 0.420 |" in lines["| PGD-AT"]
     # a claim over a column takes its standard error from the seeds that have it
@@ -363,7 +363,7 @@ def test_table2_says_over_how_many_seeds_a_column_is_and_shows_one_value_without
 def test_a_report_without_a_source_still_says_which_run_its_earlier_black_box_columns_came_from():
     """A session on a new machine reports without --source_run; rows an earlier report evaluated
     with one keep their black-box numbers, and the protocol still names the run they were crafted on."""
-    from study import report_claims as claims
+    from study import report_markdown as markdown, verdicts as claims
     from study import report_prior
 
     def row(run, black):
@@ -377,14 +377,14 @@ def test_a_report_without_a_source_still_says_which_run_its_earlier_black_box_co
     kept = {**row("fgm-seed1", True), "black_box_source": "none-seed3"}  # what table_row hands on
     now = {"protocol": {"source_run": None},
            "table": {"fgm": {"rows": [row("fgm-seed0", False), kept, row("fgm-seed2", False)]}}}
-    lines = claims.black_box_lines(now)
+    lines = markdown.black_box_lines(now)
     assert "independent run `none-seed3`" in lines[0] and "this one had no --source_run" in lines[0]
     assert lines[1].endswith("`fgm-seed0`, `fgm-seed2` were evaluated without the source.")
     with_source = {**now, "protocol": {"source_run": "/new/none-seed4"}}
     with_source["table"] = {"fgm": {"rows": [kept, {**row("fgm-seed2", True), "black_box_source": "none-seed4"}]}}
-    assert claims.black_box_lines(with_source) == [
+    assert markdown.black_box_lines(with_source) == [
         "- Black-box: every attack also crafted on the independent runs `none-seed3`, `none-seed4` and transferred."]
-    assert claims.black_box_lines({**now, "table": {"fgm": {"rows": [row("fgm-seed0", False)]}}}) == []
+    assert markdown.black_box_lines({**now, "table": {"fgm": {"rows": [row("fgm-seed0", False)]}}}) == []
     # the source trained again under its name on a new machine: the rows say which training each came from
     again = {**row("fgm-seed2", True), "black_box_source": "none-seed3", "black_box_source_weights": "ab12",
              "black_box_source_created": "2026-12-02T07:00"}
@@ -392,7 +392,7 @@ def test_a_report_without_a_source_still_says_which_run_its_earlier_black_box_co
     assert report_prior.source_trainings(mixed["table"]["fgm"]["rows"], now["protocol"]) == {
         "none-seed3": {"ab12": {"created": "2026-12-02T07:00", "runs": ["fgm-seed2"]},
                        None: {"created": None, "runs": ["fgm-seed1"]}}}
-    assert claims.black_box_lines(mixed)[1] == (
+    assert markdown.black_box_lines(mixed)[1] == (
         "- `none-seed3` was trained again under its name (a new machine had lost its weights); the rows record which "
         "training their black-box columns came from: `fgm-seed1`: an earlier training (its weights not recorded); "
         "`fgm-seed2`: weights ab12 (training created 2026-12-02T07:00).")
@@ -444,7 +444,7 @@ def test_the_report_completes_autoattack_to_the_standard_version_on_a_subset(tmp
 
 
 def test_the_paired_comparison_counts_discordant_images_seed_by_seed():
-    from study import report_claims as claims
+    from study import report_markdown as markdown, verdicts as claims
     from study.report_tables import paired, sign_test
 
     assert sign_test(5, 0) == sign_test(0, 5) == 2 / 32 and sign_test(0, 0) == 1.0 and sign_test(3, 3) == 1.0
@@ -457,7 +457,7 @@ def test_the_paired_comparison_counts_discordant_images_seed_by_seed():
     (seed0,) = paired(table, "pgn", "fgm", "autoattack")
     assert (seed0["seed"], seed0["images"], seed0["only_a"], seed0["only_b"]) == (0, 5, 1, 2)
     assert seed0["p"] == 1.0 and paired(table, "pgn", "fgm", "mim") == []
-    lines = "\n".join(claims._paired_markdown({"table": table}))
+    lines = "\n".join(markdown._paired_markdown({"table": table}))
     assert "## Paired per-image comparison" in lines and "| PGN | FGM-AT | 0 | 5 | 1 | 2 | 1 |" in lines
 
 
@@ -539,7 +539,7 @@ def test_a_report_grows_from_an_earlier_one_whose_runs_lost_their_weights(tiny_f
 
 
 def test_figure5s_claim_compares_the_curves_where_their_benign_accuracies_overlap():
-    from study import report_claims as claims
+    from study import report_markdown as markdown, verdicts as claims
 
     def point(group, value, benign, rho):
         return {"defense": group.split("[")[0], "group": group, "value": value, "benign_accuracy": benign,

@@ -1,0 +1,268 @@
+"""What a study refuses before anything starts (study/checks.py, item 8 of issue 34), one driver
+per root (the root's lock), and a study's own account of itself: a failed evaluation is counted and
+its dependents are not started, an unchanged study evaluates nothing twice, ``--status``."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from study import checks, jobs
+from study.evaluations import EvaluationJob, RunEvaluation, record_path
+from study.jobs import Job
+from study.runner import Options, run_study
+from study.spec import SpecError, load
+from tests.test_cli import assert_one_line_error, run_py
+from training import lock, rundir
+
+SPEC = """
+[study]
+seeds = [0]
+[training]
+epochs = 2
+batch_size = 16
+width = 0.125
+augment = "none"
+monitor_size = 8
+keep_checkpoints = "all"
+checkpoint_every_minutes = 0.0
+[[arms]]
+defense = "none"
+[[arms]]
+defense = "fgm"
+sweep = { eps = [0.5] }
+[matching]
+target = "lowest"
+tolerance = 1.0
+[evaluation]
+attacks = ["fgm"]
+test_limit = 12
+masking_iters = 1
+source = { defense = "none", seed = 3 }
+[report]
+figure2_epochs = 1
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (("epochs = 2", "epochs = 0"), ["training.epochs", "[1, 100000]"]),
+    (("epochs = 2", "epochs = 1000000000000"), ["training.epochs", "1000000000000"]),
+    (("seeds = [0]", "seeds = [-1]"), ["seed -1", "2**32"]),
+    (("seeds = [0]", f"seeds = [{2 ** 32}]"), [f"seed {2 ** 32}"]),
+    (("sweep = { eps = [0.5] }", "sweep = { eps = [0.0, 0.5] }\ntable = 0.5"), ["fgm-eps0-seed0", "eps must be > 0"]),
+    (("batch_size = 16", "batch_size = 64\ntrain_limit = 32"), ["batch_size 64", "train_limit 32"]),
+    (("width = 0.125", "width = -1.0"), ["width"]),
+])
+def test_runs_every_job_would_fail_are_refused_when_the_spec_is_read(tmp_path, change, fragments):
+    path = _write(tmp_path, SPEC.replace(*change))
+    with pytest.raises(SpecError) as err:
+        load(path, dataset="folder:/never-read")
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_a_dataset_folder_missing_or_not_laid_out_is_refused(tmp_path, tiny_folder):
+    spec = load(_write(tmp_path, SPEC), dataset=f"folder:{tmp_path / 'nowhere'}")
+    with pytest.raises(SpecError, match="does not exist"):
+        checks.check_dataset(spec)
+    flat = tmp_path / "flat"
+    (flat / "train").mkdir(parents=True)
+    with pytest.raises(SpecError, match="no test/ subfolder"):
+        checks.check_dataset(load(_write(tmp_path, SPEC), dataset=f"folder:{flat}"))
+    (flat / "test").mkdir()
+    with pytest.raises(SpecError, match="holds no class folders"):
+        checks.check_dataset(load(_write(tmp_path, SPEC), dataset=f"folder:{flat}"))
+    checks.check_dataset(load(_write(tmp_path, SPEC), dataset=f"folder:{tiny_folder}"))
+
+
+def test_a_root_that_is_a_file_or_unwritable_is_refused(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(SpecError, match="is a file, not a directory"):
+        checks.check_root(afile)
+    with pytest.raises(SpecError, match="cannot be made"):
+        checks.check_root(afile / "below")
+    checks.check_root(tmp_path / "new" / "root")  # made when the study starts
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere: the unwritable case cannot be made")
+    locked = tmp_path / "readonly"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        with pytest.raises(SpecError, match="not writable"):
+            checks.check_root(locked / "root")
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def _recorded_run(spec, root: Path, name: str, **changed) -> Path:
+    """A run directory whose config.json records the spec's settings for run ``name``, but ``changed``."""
+    import data
+    from training.config import DefenseConfig, TrainConfig
+    run = next(r for r in spec.runs(root) if r.name == name)
+    configs = spec.configs(run)
+    settings = rundir.flatten_settings(data=data.DataConfig(**configs["data"]), train=TrainConfig(**configs["train"]),
+                                       defense=DefenseConfig(**configs["defense"]).resolved())
+    run.planned.run_dir.mkdir(parents=True)
+    (run.planned.run_dir / rundir.CONFIG_FILE).write_text(json.dumps({"settings": {**settings, **changed}}))
+    return run.planned.run_dir
+
+
+def test_runs_trained_with_other_settings_than_the_spec_are_refused_by_name(tmp_path):
+    spec = load(_write(tmp_path, SPEC.replace("epochs = 2", "epochs = 2\nlr = 0.001\ntrain_limit = 512")),
+                dataset="folder:/never-read")
+    root = tmp_path / "root"
+    _recorded_run(spec, root, "none-seed0")
+    checks.check_recorded(spec, root, spec.runs(root))  # the same settings: reused
+    _recorded_run(spec, root, "fgm-eps0.5-seed0", **{"train.lr": 0.0005, "data.train_limit": 256})
+    _recorded_run(spec, root, "none-seed3", **{"train.lr": 0.0005})
+    with pytest.raises(SpecError) as err:
+        checks.check_recorded(spec, root, spec.runs(root))
+    text = str(err.value)
+    assert "fgm-eps0.5-seed0" in text and "data.train_limit 256 -> 512" in text and "train.lr 0.0005 -> 0.001" in text
+    assert "and 1 other run(s) too" in text and "new --root" in text and "\n" not in text
+
+
+def test_the_planned_hours_are_said_and_an_absurd_plan_refused(tmp_path, monkeypatch):
+    import study.sweep
+    spec = load(_write(tmp_path, SPEC), dataset="folder:/never-read")
+    runs = spec.runs(tmp_path)
+    monkeypatch.setattr(study.sweep, "estimate", lambda *a: ("not started", "", 2.0))
+    assert checks.planned_hours(spec, tmp_path, runs) == (2.0 * len(runs), 0)
+    monkeypatch.setattr(study.sweep, "estimate", lambda *a: ("not started", "", 57e6))
+    with pytest.raises(SpecError, match="57,000,000 h"):
+        checks.planned_hours(spec, tmp_path, runs)
+
+
+def test_one_driver_per_root_and_the_refusal_names_the_holder(tmp_path, tiny_folder):
+    spec = load(_write(tmp_path, SPEC), dataset=f"folder:{tiny_folder}")
+    root = tmp_path / "root"
+    with lock.hold(root / jobs.STATE_DIR, "test", "-"):
+        with pytest.raises(lock.DirectoryLocked) as err:
+            run_study(spec, str(root), Options("local", None, 1, 0), say=lambda *_: None)
+    assert f"PID {os.getpid()}" in str(err.value) and f"--root {root}" in str(err.value)
+    assert not any(p.name != jobs.STATE_DIR for p in root.iterdir())  # nothing started
+
+
+@pytest.mark.slow
+def test_bad_roots_and_a_held_root_are_one_line_from_the_command_line(tmp_path, tiny_folder):
+    spec = _write(tmp_path, SPEC)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    common = ("--mode", "study", "--spec", str(spec), "--dataset", f"folder:{tiny_folder}")
+    assert_one_line_error(run_py(*common, "--root", str(afile)), "is a file, not a directory")
+    root = tmp_path / "root"
+    with lock.hold(root / jobs.STATE_DIR, "test", "-"):
+        assert_one_line_error(run_py(*common, "--root", str(root)), f"PID {os.getpid()}", "another study")
+
+
+def test_jobs_and_records_cross_process_boundaries_as_versioned_json(tmp_path):
+    from eval.config import EvalConfig
+    from study.matching import Match
+    work = EvaluationJob(str(tmp_path / "fgm-seed0"), Match(3, 0.5, 0.49, 0.01), 3, True, (1, 3),
+                         EvalConfig(run_dirs=(str(tmp_path / "fgm-seed0"),), attacks=("fgm", "cw")), 100, 0)
+    job = Job("evaluate", "fgm-seed0", str(tmp_path), str(tmp_path), 2, work, attempt=2, avoid="node")
+    text = json.dumps(job.to_json())
+    assert Job.from_json(json.loads(text)) == job
+    for bad in ({**json.loads(text), "version": 99}, {**json.loads(text)["work"], "version": None}):
+        with pytest.raises(ValueError, match="version"):
+            (Job if "kind" in bad else EvaluationJob).from_json(bad)
+    record = RunEvaluation("fgm-seed0", "abc", {"benign_accuracy": float("nan")}, None, ({"epoch": 1, "cw": {}},))
+    assert RunEvaluation.from_json(json.loads(json.dumps(record.to_json()))).figure2 == record.figure2
+    assert record_path(tmp_path, "x") == tmp_path / ".study" / "evaluated-x.json"
+
+
+# ----------------------------------------------------------------------------- a real study
+
+
+@pytest.fixture(scope="module")
+def studied(tiny_folder, tmp_path_factory):
+    """A study with a black-box source, run once on the local engine, one thread per job."""
+    folder = tmp_path_factory.mktemp("checked")
+    spec = load(_write(folder, SPEC), dataset=f"folder:{tiny_folder}")
+    root, lines = folder / "root", []
+    assert run_study(spec, str(root), Options("local", None, 1, 0), say=lines.append) == 0, "\n".join(lines)
+    return spec, root, lines
+
+
+@pytest.mark.slow
+def test_an_unchanged_study_evaluates_nothing_again(studied):
+    spec, root, lines = studied
+    assert any(line.startswith("training: 3 run(s) to train, 0 finished") for line in lines)
+    assert "; report written;" in lines[-1] and "2 evaluated, 0 failed, 0 stopped" in lines[-1]
+    for _ in range(2):
+        again = []
+        assert run_study(spec, str(root), Options("local", None, 1, 0), say=again.append) == 0, "\n".join(again)
+        assert "evaluation: 0 run(s) to evaluate, 2 evaluated" in again, "\n".join(again)
+        assert "0 evaluated, 0 failed" in again[-1] and "report written" in again[-1]
+
+
+@pytest.mark.slow
+def test_a_driver_started_before_jobs_were_records_gets_the_same_keys_and_jobs(studied):
+    """The lead's long study keeps its driver across the upgrade: its job dicts and its key look-up
+    mean what they meant (the keys are the old formula's, so nothing is evaluated again)."""
+    import dataclasses
+    from study.evaluations import evaluation_keys, stored_key
+    spec, root, _ = studied
+    cfg = spec.eval_config(root)
+    options = {"match_benign": spec.matching["target"], "tolerance": spec.matching["tolerance"],
+               **{k: spec.report[k] for k in ("curve_test_limit", "figure2_epochs", "autoattack_complete",
+                                              "prior_reports")}}
+    keys = evaluation_keys(root, cfg, options)
+    assert keys == {name: stored_key(root, name) for name in keys} and len(keys) == 2
+    evaluation = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    base = {"root": str(root), "cwd": os.getcwd(), "threads": 1}
+    job = Job.from_json({**base, "kind": "evaluate", "name": "fgm-eps0.5-seed0", "key": keys["fgm-eps0.5-seed0"],
+                         "eval": evaluation, "report": options})
+    assert job.work.key() == keys["fgm-eps0.5-seed0"] and job.work.table_match is not None
+    report = Job.from_json({**base, "kind": "report", "name": "report", "eval": evaluation, "report": options})
+    assert report.work.options == spec.report_config() and report.work.evaluation == cfg
+    run = spec.runs(root)[0]
+    train = Job.from_json({**base, "kind": "train", "name": run.name, "configs": spec.configs(run), "epochs": 2})
+    assert train.run_dir == run.planned.run_dir and train.epochs == 2
+
+
+@pytest.mark.slow
+def test_a_failed_evaluation_is_counted_its_dependents_wait_and_no_report_is_made(studied):
+    spec, root, _ = studied
+    first = "none-seed0"  # Table 2's first run (clean first): its evaluation crafts the source's adversarials
+    for record in (root / jobs.STATE_DIR).glob("evaluated-*.json"):
+        record.unlink()
+    kept = sorted((root / first / rundir.EPOCHS_DIR).iterdir())
+    saved = {p: p.read_bytes() for p in kept}
+    for path in kept:
+        path.write_bytes(saved[path][:8])  # truncated: its evaluation fails on it
+    try:
+        lines = []
+        assert run_study(spec, str(root), Options("local", None, 1, 0), say=lines.append) == 1
+    finally:
+        for path, data in saved.items():
+            path.write_bytes(data)
+    text = "\n".join(lines)
+    assert f"evaluation of {first}: failed" in text
+    assert "evaluation of fgm-eps0.5-seed0: not started (its black-box attacks read the source's adversarials" in text
+    assert "report: not made: 1 evaluation(s) failed" in text
+    assert "0 evaluated, 1 failed, 0 stopped, 1 not started; report not made" in lines[-1]
+
+
+@pytest.mark.slow
+def test_status_says_a_held_run_without_a_checkpoint_started_and_names_the_driver(studied, tmp_path):
+    spec, root, _ = studied
+    said = []
+    fresh = tmp_path / "fresh"
+    with lock.hold(fresh / "none-seed0", "test", "-"), lock.hold(fresh / jobs.STATE_DIR, "test", "-"):
+        from study.status import show_status
+        show_status(spec, str(fresh), say=said.append)
+    line = next(s for s in said if "none-seed0:" in s)
+    assert "started, no checkpoint yet" in line and "running now (PID" in line and "not started" not in line
+    assert f"the study's driver is PID {os.getpid()}" in said[-1]
