@@ -393,6 +393,7 @@ def test_train_model_resumes_a_stopped_run_to_the_same_weights(tmp_path):
     ((np.full((4, 8, 8, 3), np.nan, np.float32), np.arange(4) % 3), r"train_data holds 768 NaN"),
     ((np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0, np.int64)), r"train_data holds no images"),
     ((np.zeros((4, 8, 8, 1), np.uint8), np.arange(4) % 3), r"the model takes images of shape \(8, 8, 3\) but got"),
+    ((np.zeros((4, 8, 8, 3), np.uint8), np.arange(4)), r"labels must lie in \[0, 2\] \(the model has 3 classes\)"),
 ])
 def test_bad_data_to_train_model_names_the_problem(tmp_path, data, match):
     from training import train_model
