@@ -182,6 +182,22 @@ def test_jobs_and_records_cross_process_boundaries_as_versioned_json(tmp_path):
     assert record_path(tmp_path, "x") == tmp_path / ".study" / "evaluated-x.json"
 
 
+def test_the_summary_counts_stopped_and_failed_evaluations_and_says_whether_the_report_was_made(tmp_path):
+    from study.runner import _Tally
+    from study.evaluations import EvaluationJob
+    from eval.config import EvalConfig
+    lines = []
+    tally = _Tally(lines.append, 1)
+    base = dict(root=str(tmp_path), cwd=str(tmp_path), threads=1)
+    work = EvaluationJob(str(tmp_path / "a"), None, None, True, (), EvalConfig(run_dirs=("a",)))
+    tally.ended(Job("evaluate", "a", work=work, **base), {"outcome": "stopped", "error": "interrupted"})
+    tally.ended(Job("evaluate", "b", work=work, **base), {"outcome": "failed", "error": "RunDirError: x"})
+    tally.summary(1.0)
+    assert lines[0] == "evaluation of a: stopped; the same command runs it again, reusing the attacks it finished"
+    assert "before its first checkpoint" not in "\n".join(lines)
+    assert "0 evaluated, 1 failed, 1 stopped; report not made;" in lines[-1]
+
+
 # ----------------------------------------------------------------------------- a real study
 
 
