@@ -236,6 +236,7 @@ def test_every_adversarial_lies_in_the_ball_and_the_box_and_the_flags_match_it(n
                             autoattack_attacks=("apgd-ce", "apgd-t"), autoattack_iters=5, mim_iters=5, pgd_iters=5,
                             deepfool_iters=10, cw_iters=10, cw_binary_steps=2, **QUIET)
     assert result.norm == ("inf" if norm == "inf" else "2") and set(result.adversarial) == set(asked)
+    assert json.loads(json.dumps(result.as_dict()))["eps"] == pytest.approx(eps)  # the summaries, JSON-ready
     for attack, x_adv in result.adversarial.items():
         assert x_adv.shape == x.shape and x_adv.dtype == np.float32
         assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0, attack
