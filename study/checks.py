@@ -48,8 +48,15 @@ def check_runs(spec: Spec) -> None:
 
 
 def check_dataset(spec: Spec) -> None:
-    """An image folder (``folder:PATH``) that is missing or not laid out as one, refused before anything
-    starts (reading a tfds dataset is the jobs' work: it may download)."""
+    """An image folder (``folder:PATH``) that is missing or not laid out as one, or a NumPy archive
+    (``npz:PATH``) that is not a file, refused before anything starts (reading a tfds dataset is the
+    jobs' work: it may download; an archive's arrays are checked when a job loads it)."""
+    if spec.dataset.startswith("npz:"):
+        path = Path(spec.dataset.split(":", 1)[1]).expanduser()
+        if not path.is_file():
+            raise SpecError(f"the dataset archive {path} ({spec.dataset}) is not a file: give --dataset npz:PATH of "
+                            f"a .npz with x_train, y_train, x_test, y_test")
+        return
     if not spec.dataset.startswith("folder:"):
         return
     root = Path(spec.dataset.split(":", 1)[1]).expanduser()
@@ -64,8 +71,6 @@ def check_dataset(spec: Spec) -> None:
     if empty:
         raise SpecError(f"the dataset folder {root}/{empty[0]}/ holds no class folders: lay it out as "
                         f"{empty[0]}/<class>/*.jpg")
-
-
 
 
 def check_root(root: Path) -> None:

@@ -83,6 +83,8 @@ def test_a_dataset_folder_missing_or_not_laid_out_is_refused(tmp_path, tiny_fold
     with pytest.raises(SpecError, match="holds no class folders"):
         checks.check_dataset(load(_write(tmp_path, SPEC), dataset=f"folder:{flat}"))
     checks.check_dataset(load(_write(tmp_path, SPEC), dataset=f"folder:{tiny_folder}"))
+    with pytest.raises(SpecError, match="is not a file"):
+        checks.check_dataset(load(_write(tmp_path, SPEC), dataset=f"npz:{tmp_path / 'missing.npz'}"))
 
 
 def test_a_root_that_is_a_file_or_unwritable_is_refused(tmp_path):
