@@ -1,10 +1,10 @@
-"""AutoAttack (Croce & Hein 2020, ICML): the field's standard robustness evaluation, in TensorFlow.
+"""AutoAttack (Croce & Hein 2020, ICML): the field's standard robustness evaluation, on any Keras 3 backend.
 
 Public API:
 
     autoattack(model_fn, x, y, *, eps=None, norm=2, version="standard", attacks=None, seed=0,
                batch_size=500, clip_min=0.0, clip_max=1.0, attack_kwargs=None, tolerance=1e-5,
-               verbose=False) -> AutoAttackResult
+               verbose=False, implementation=None) -> AutoAttackResult
 
 model_fn: x -> logits (a Keras model or any callable; run in float32). x: images [N, H, W, C] in
 [clip_min, clip_max] (numpy or tensor); y: integer labels [N]. eps: the radius, default 0.5 (L2)
@@ -19,6 +19,10 @@ version:
 attack_kwargs: {name: {keyword: value}} overrides of an attack's settings (e.g. {"square":
 {"n_queries": 1000}}); see attacks.apgd, attacks.fab, attacks.square for the keywords.
 batch_size: examples per attack call. seed: passed to every attack (stateless randomness).
+implementation: "tensorflow" (attacks/apgd.py, fab.py, square.py: tf.function attacks) or "keras"
+(attacks/keras_ops/: written once against keras.ops, for TensorFlow, JAX and PyTorch); None picks
+"tensorflow" on Keras's TensorFlow backend and "keras" on the others (docs/backends.md). The
+protocol below is this module's, the same for both.
 
 Protocol, as the original's run_standard_evaluation: an example is robust if it is classified
 correctly and no attack found a point inside the ball and the box that the model misclassifies.
@@ -37,7 +41,7 @@ AutoAttackResult fields:
     forward_passes   {attack: int}: images the model evaluated (a gradient step counts one)
     attacked         {attack: int}: examples each attack ran on (those still robust before it)
     rejected         {attack: int}: misclassified outputs refused for leaving the ball or box
-    attacks, version, norm, eps, seed
+    attacks, version, norm, eps, seed, implementation
     robust           property: the final robust flags; final_robust_accuracy: their mean
     max_perturbation float: the largest norm of x_adv - x (<= eps + tolerance)
     as_dict()        the scalars above as a JSON-ready dict (no arrays)
@@ -70,6 +74,14 @@ _FUNCTION_NAMES = {"apgd-ce": "apgd", "apgd-dlr": "apgd", "apgd-t": "apgd_target
                    "square": "square_attack"}
 _MODULES = {"apgd": "apgd", "apgd_targeted": "apgd", "fab_targeted": "fab", "square_attack": "square"}
 IMPLEMENTATIONS = ("tensorflow", "keras")
+# {attack: the tf.function attack}, filled on first use, when TensorFlow loads (never under JAX).
+_FUNCTIONS = {}
+
+
+def _functions(package):
+    """{attack: function} of the modules in ``package`` (attacks or attacks.keras_ops)."""
+    return {name: getattr(importlib.import_module(f"{package}.{_MODULES[function]}"), function)
+            for name, function in _FUNCTION_NAMES.items()}
 
 
 def attack_settings(version, attacks=None):
@@ -176,15 +188,16 @@ class _Engine:
 
     def __init__(self, model_fn, implementation):
         self.implementation = implementation
-        package = "attacks" if implementation == "tensorflow" else "attacks.keras_ops"
-        self._functions = {name: getattr(importlib.import_module(f"{package}.{module}"), name)
-                           for name, module in _MODULES.items()}
         if implementation == "tensorflow":
+            for name, function in _functions("attacks").items():
+                _FUNCTIONS.setdefault(name, function)
+            self._functions = _FUNCTIONS
             self._model = _counting(model_fn)
             self._passes = None
         else:
             from attacks.keras_ops import common
 
+            self._functions = _functions("attacks.keras_ops")
             self._model, self._passes, self._logits_of = model_fn, 0, common.logits_of
 
     def count(self):
@@ -201,7 +214,7 @@ class _Engine:
 
     def attack(self, name, x, y, **kwargs):
         """x_adv (NumPy) of attack ``name`` (an AutoAttack part) on the batch."""
-        function = self._functions[_FUNCTION_NAMES[name]]
+        function = self._functions[name]
         if self._passes is None:
             import tensorflow as tf
 

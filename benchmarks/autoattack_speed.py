@@ -11,7 +11,11 @@ on a few images (tracing), times:
 - this project's APGD-CE (100 iterations) and Square (--square_queries) alone, on all images;
 - ART's AutoProjectedGradientDescent (cross-entropy, 100 iterations, 1 restart) and SquareAttack
   (--square_queries, p_init 0.8) through a TensorFlowV2Classifier, on the same images;
-and prints seconds, robust accuracies and the ART / ours time ratios. ART's outputs count only
+and prints seconds, robust accuracies and the ART / ours time ratios; then (--only all or backends)
+APGD-CE and the standard AutoAttack on every backend from this one run: TensorFlow's tf.function
+attacks, the keras.ops attacks on TensorFlow, and the keras.ops attacks on JAX (a subprocess with
+KERAS_BACKEND=jax given the same weights and images), each beside its backend's gradient floor,
+each after an identical untimed warm-up call (JAX compiles per batch shape). ART's outputs count only
 where finite and inside the ball and box, as AutoAttack counts its own.
 benchmarks/torchattacks_twin.py times torchattacks' standard AutoAttack beside ours the same way.
 ART's Square rescales its p schedule to its budget; ours is run with rescale_schedule=True here to
@@ -22,6 +26,7 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,8 +45,9 @@ flags.DEFINE_enum("norm", "2", ["2", "inf"], "Threat model.")
 flags.DEFINE_float("eps", None, "Radius; default 0.5 (L2) or 8/255 (L-inf).")
 flags.DEFINE_integer("square_queries", 5000, "Square Attack's query budget (both implementations).")
 flags.DEFINE_integer("seed", 0, "Seed of this project's attacks.")
-flags.DEFINE_enum("only", "all", ["all", "apgd"], "apgd: APGD-CE alone (ours, ART's and the gradient floor), "
-                  "without Square and the whole AutoAttack.")
+flags.DEFINE_enum("only", "all", ["all", "apgd", "backends"],
+                  "apgd: APGD-CE alone (ours, ART's and the gradient floor), without Square and the whole AutoAttack; "
+                  "backends: only the TensorFlow / JAX table (APGD-CE and the standard AutoAttack).")
 FLAGS = flags.FLAGS
 
 
@@ -88,7 +94,143 @@ def _gradient_floor(model_fn, n_iter: int):
     return _batched(lambda xb, yb: floor(xb, yb))
 
 
+def _apgd_all(apgd, model_fn, x, y, eps, norm):
+    """APGD-CE (100 iterations) on every image, in batches."""
+    return np.concatenate([np.asarray(apgd(model_fn, x[i:i + FLAGS.batch_size], y=y[i:i + FLAGS.batch_size], eps=eps,
+                                           norm=norm, n_iter=100, seed=FLAGS.seed))
+                           for i in range(0, len(y), FLAGS.batch_size)])
+
+
+def _twice(fn):
+    """Seconds of fn's second call (the first, identical, traces and compiles), and its result."""
+    fn()
+    started = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - started, out
+
+
+def _backend_row(name, floor_s, apgd_s, apgd_acc, aa_s, aa_acc):
+    return dict(name=name, floor=floor_s, apgd=apgd_s, apgd_acc=apgd_acc, aa=aa_s, aa_acc=aa_acc)
+
+
+def _measure_backend(model_fn, x, y, eps, norm, implementation, floor_fn):
+    """APGD-CE, its gradient floor and the standard AutoAttack with one implementation, warm."""
+    apgd = (attacks.apgd if implementation == "tensorflow" else
+            importlib.import_module("attacks.keras_ops.apgd").apgd)
+    correct = np.argmax(np.concatenate([np.asarray(model_fn(x[i:i + FLAGS.batch_size]))
+                                        for i in range(0, len(x), FLAGS.batch_size)]), -1) == y
+    floor_s, _ = _twice(lambda: floor_fn(x[correct], y[correct]))
+    apgd_s, x_adv = _twice(lambda: _apgd_all(apgd, model_fn, x, y, eps, norm))
+    aa_s, result = _twice(lambda: attacks.autoattack(model_fn, x, y, eps=eps, norm=norm, batch_size=FLAGS.batch_size,
+                                                     seed=FLAGS.seed, implementation=implementation))
+    apgd_acc = float(np.mean(np.argmax(np.concatenate([np.asarray(model_fn(x_adv[i:i + FLAGS.batch_size]))
+                                                       for i in range(0, len(x), FLAGS.batch_size)]), -1) == y))
+    return floor_s, apgd_s, apgd_acc, aa_s, result
+
+
+def _jax_floor(model, n_iter):
+    """The JAX gradient floor: ``n_iter`` input gradients of the cross-entropy through
+    ``model.stateless_call`` in one jitted loop over the batch, a sign step each (as _gradient_floor)."""
+    import jax
+    import jax.numpy as jnp
+
+    def loss(x, y, trainable, non_trainable):
+        logits = model.stateless_call(trainable, non_trainable, x, training=False)[0]
+        return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=-1))
+
+    grad = jax.grad(loss)
+
+    @jax.jit
+    def floor(x, y, trainable, non_trainable):
+        def body(_, x_cur):
+            return jnp.clip(x_cur + 1e-3 * jnp.sign(grad(x_cur, y, trainable, non_trainable)), 0.0, 1.0)
+        return jax.lax.fori_loop(0, n_iter, body, x)
+
+    def run(xb, yb):
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        return np.asarray(floor(jnp.asarray(xb), jnp.asarray(yb.astype(np.int32)), trainable, non_trainable))
+    return _batched(run)
+
+
+def _jax_worker(payload_path, out_path):
+    """Under KERAS_BACKEND=jax: the classifier rebuilt with the TensorFlow process's weights, then
+    APGD-CE, its floor and the standard AutoAttack with the keras.ops attacks; writes a JSON row."""
+    import json
+
+    import jax
+    import keras
+
+    from models import build_classifier
+
+    payload = np.load(payload_path)
+    keras.mixed_precision.set_global_policy("float32")
+    model = build_classifier(int(payload["classes"]), tuple(payload["x"].shape[1:]), float(payload["width"]))
+    model.set_weights([payload[f"w{i}"] for i in range(int(payload["n_weights"]))])
+    FLAGS(["worker", "--run_dir=-", f"--batch_size={int(payload['batch_size'])}", f"--seed={int(payload['seed'])}"])
+    norm = np.inf if str(payload["norm"]) == "inf" else 2
+    x, y = payload["x"], payload["y"]
+    floor_s, apgd_s, apgd_acc, aa_s, result = _measure_backend(model, x, y, float(payload["eps"]), norm, "keras",
+                                                               _jax_floor(model, 100))
+    row = _backend_row(f"JAX {jax.__version__}, keras.ops attacks", floor_s, apgd_s, apgd_acc, aa_s,
+                       result.final_robust_accuracy)
+    row["robust"] = result.robust.tolist()
+    with open(out_path, "w") as f:
+        json.dump(row, f)
+
+
+def _backends_table(victim, eps, norm):
+    """TensorFlow (both implementations) and JAX, from this one run, each with its gradient floor."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    model_fn, x, y = victim.model_fn, victim.x, victim.y
+    floor = _gradient_floor(model_fn, 100)
+    rows, robust = [], {}
+    for implementation, label in (("tensorflow", "tf.function attacks"), ("keras", "keras.ops attacks")):
+        floor_s, apgd_s, apgd_acc, aa_s, result = _measure_backend(model_fn, x, y, eps, norm, implementation, floor)
+        rows.append(_backend_row(f"TensorFlow {tf.__version__}, {label}", floor_s, apgd_s, apgd_acc, aa_s,
+                                 result.final_robust_accuracy))
+        robust[implementation] = result.robust
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = victim.model.get_weights()
+        np.savez(f"{tmp}/payload.npz", x=x, y=y, classes=victim.num_classes, width=victim.run.settings["train.width"],
+                 eps=eps, norm=FLAGS.norm, batch_size=FLAGS.batch_size, seed=FLAGS.seed, n_weights=len(weights),
+                 **{f"w{i}": w for i, w in enumerate(weights)})
+        env = {**os.environ, "KERAS_BACKEND": "jax"}
+        done = subprocess.run([sys.executable, "-m", "benchmarks.autoattack_speed", "--jax_worker",
+                               f"{tmp}/payload.npz", f"{tmp}/row.json"], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the JAX run failed:\n{done.stderr[-3000:]}")
+        with open(f"{tmp}/row.json") as f:
+            rows.append(json.load(f))
+    robust["jax"] = np.asarray(rows[-1].pop("robust"), bool)
+    print(f"\nbackends ({len(y)} test images of {victim.dataset.name}, L{FLAGS.norm} eps {eps:.5g}, batch "
+          f"{FLAGS.batch_size}; each time the second of two identical calls; floors: 100 input gradients of the "
+          "images classified correctly, nothing else, in one compiled loop):")
+    print("| backend, attacks | APGD-CE floor s | APGD-CE s | / floor | APGD-CE acc | AutoAttack s | / APGD-CE floor "
+          "| AutoAttack acc |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['floor']:.1f} | {r['apgd']:.1f} | {r['apgd'] / r['floor']:.2f}x | "
+              f"{r['apgd_acc']:.4f} | {r['aa']:.1f} | {r['aa'] / r['floor']:.1f}x | {r['aa_acc']:.4f} |")
+    tf_ref, jx = rows[1], rows[2]
+    print(f"\nJAX / TensorFlow (keras.ops attacks on both): APGD-CE {jx['apgd'] / tf_ref['apgd']:.2f}x, "
+          f"AutoAttack {jx['aa'] / tf_ref['aa']:.2f}x, gradient floor {jx['floor'] / tf_ref['floor']:.2f}x")
+    print(f"robust verdicts that differ, keras.ops TensorFlow vs JAX: {int(np.sum(robust['keras'] != robust['jax']))}; "
+          f"tf.function vs keras.ops on TensorFlow: {int(np.sum(robust['tensorflow'] != robust['keras']))} "
+          f"(of {len(y)})")
+
+
 def main(_):
+    if FLAGS.only == "backends":
+        norm = np.inf if FLAGS.norm == "inf" else 2
+        eps = FLAGS.eps if FLAGS.eps is not None else importlib.import_module("attacks.autoattack").DEFAULT_EPS[norm]
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
+        _backends_table(load_victim(FLAGS.run_dir, FLAGS.n), eps, norm)
+        return
     from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
     from art.estimators.classification import TensorFlowV2Classifier
     import art
@@ -171,7 +313,11 @@ def main(_):
         print(f"| {attack} | this project | {ours[0]:.1f} | {ours[1]:.4f} | {theirs[0] / ours[0]:.2f}x |")
     print(f"\nstandard AutoAttack vs ART's APGD-CE + Square: {total:.1f} s vs "
           f"{rows[('APGD-CE', 'ART')][0] + rows[('Square', 'ART')][0]:.1f} s")
+    _backends_table(victim, eps, norm)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    if sys.argv[1:2] == ["--jax_worker"]:
+        _jax_worker(*sys.argv[2:4])
+    else:
+        app.run(main)

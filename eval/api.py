@@ -175,6 +175,8 @@ def _evaluate(model, x, y, norm, eps, attacks, cfg, name, verbose) -> Evaluation
         if set(attacks) - {"autoattack"}:
             raise ValueError(f"on Keras's {keras.backend.backend()} backend evaluate_model runs autoattack only, "
                              f"got {list(attacks)} (the paper's attacks are TensorFlow's; docs/backends.md)")
+        if isinstance(model, keras.Model):  # JAX differentiates it through stateless_call, weights as arguments
+            model_fn = model
         logits = model_fn
     batch = cfg.batch_size
     predict = lambda images: np.concatenate([np.argmax(np.asarray(logits(images[i:i + batch])), axis=-1)  # noqa: E731

@@ -11,9 +11,9 @@ import sys
 import keras
 import numpy as np
 
-SETTINGS = dict(eps=0.15, norm=2, batch_size=16, seed=0, attack_kwargs={
-    "apgd-ce": dict(n_iter=10), "apgd-t": dict(n_iter=10, n_target_classes=3),
-    "fab-t": dict(n_iter=10, n_target_classes=3), "square": dict(n_queries=200)})
+SETTINGS = dict(eps=0.15, norm=2, batch_size=24, seed=0, attack_kwargs={
+    "apgd-ce": dict(n_iter=10), "apgd-t": dict(n_iter=10, n_target_classes=2),
+    "fab-t": dict(n_iter=10, n_target_classes=2), "square": dict(n_queries=100)})
 
 
 def tiny_model_and_images(n=24):

@@ -33,6 +33,7 @@ def tensorflow_and_jax(tmp_path_factory):
     return run_backend("tensorflow", tmp, "keras"), run_backend("jax", tmp)
 
 
+@pytest.mark.slow
 def test_tensorflow_and_jax_give_the_same_robust_examples(tensorflow_and_jax):
     tf_run, jax_run = tensorflow_and_jax
     assert str(tf_run["backend"]) == "tensorflow" and str(jax_run["backend"]) == "jax"
@@ -50,10 +51,12 @@ def test_tensorflow_and_jax_give_the_same_robust_examples(tensorflow_and_jax):
     np.testing.assert_array_equal(tf_run["passes"], jax_run["passes"])  # images evaluated, per stage
 
 
+@pytest.mark.slow
 def test_under_jax_the_attacks_import_no_tensorflow(tensorflow_and_jax):
     assert not bool(tensorflow_and_jax[1]["tensorflow_loaded"])
 
 
+@pytest.mark.slow
 def test_the_tensorflow_attacks_and_the_keras_ops_ones_agree_on_robust_accuracy():
     """On TensorFlow the default is the tf.function attacks; their random starts come from TensorFlow's
     stateless RNG, the keras.ops ones' from NumPy, so they agree in robust accuracy within an image
@@ -73,13 +76,12 @@ def test_the_tensorflow_attacks_and_the_keras_ops_ones_agree_on_robust_accuracy(
 def test_keras_ops_attacks_stay_in_the_ball_and_the_box_and_eps_zero_returns_x():
     from attacks.keras_ops import apgd, fab, fgm, square
 
-    model, x, y = tiny_model_and_images(8)
+    model, x, y = tiny_model_and_images(6)
     for norm, eps in ((2, 0.3), (np.inf, 0.03)):
-        for x_adv in (apgd.apgd(model, x, y=y, eps=eps, norm=norm, n_iter=5),
-                      apgd.apgd_targeted(model, x, y=y, eps=eps, norm=norm, n_iter=5, n_target_classes=2),
-                      fab.fab_targeted(model, x, y=y, eps=eps, norm=norm, n_iter=5, n_target_classes=2),
-                      square.square_attack(model, x, y=y, eps=eps, norm=norm, n_queries=20),
-                      fgm.projected_gradient_descent(model, x, eps, eps / 4, 5, norm, rand_init=True)):
+        for x_adv in (apgd.apgd(model, x, y=y, eps=eps, norm=norm, n_iter=3),
+                      fab.fab_targeted(model, x, y=y, eps=eps, norm=norm, n_iter=3, n_target_classes=1),
+                      square.square_attack(model, x, y=y, eps=eps, norm=norm, n_queries=10),
+                      fgm.projected_gradient_descent(model, x, eps, eps / 4, 3, norm, rand_init=True)):
             delta = (x_adv - x).reshape(len(x), -1)
             size = np.abs(delta).max(1) if norm == np.inf else np.sqrt((delta ** 2).sum(1))
             assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
@@ -90,6 +92,7 @@ def test_keras_ops_attacks_stay_in_the_ball_and_the_box_and_eps_zero_returns_x()
         apgd.apgd(model, x, eps=0.1, norm=1)
 
 
+@pytest.mark.slow
 def test_the_backends_page_snippet_runs_as_written_under_jax(tmp_path):
     page = (ROOT / "docs" / "backends.md").read_text()
     snippet = next(s for s in re.findall(r"```python\n(.*?)```", page, flags=re.S) if "evaluate_model(" in s)
@@ -100,6 +103,7 @@ def test_the_backends_page_snippet_runs_as_written_under_jax(tmp_path):
     assert done.stdout.strip().splitlines()[-1].startswith("jax ")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                     reason="PyTorch is not installed (optional: pip install torch runs the attacks on KERAS_BACKEND=torch)")
 def test_pytorch_gives_the_same_robust_examples_as_tensorflow(tensorflow_and_jax, tmp_path):
