@@ -24,8 +24,9 @@ from eval import autoattack_eval
 from eval.config import EvalConfig
 from study import report_curves, report_markdown, report_prior, report_protocol, verdicts
 from study.evaluations import EXTRA_ATTACKS, TABLE_ATTACKS, Context, evaluated, jobs_for, report_attacks, subset
-from study.matching import epoch_records, parse_target
-from study.plan import Plan, StudyRun, discover, group, make_plan, recorded_subsets, spaced, table_point  # noqa: F401
+from study.matching import epoch_records
+from study.plan import Plan, StudyRun, discover, make_plan, recorded_subsets
+from study.plan import group, spaced, table_point  # noqa: F401 (callers read them here, as before plan.py)
 from study.report_tables import evaluation_cost
 from training.rundir import RunDirError, move_aside, write_json_atomic  # noqa: F401 (RunDirError: callers' catch)
 

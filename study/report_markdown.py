@@ -12,7 +12,7 @@ from study import report_prior, report_protocol
 from study.published import PAPER_TABLE3
 from study.report_tables import (COST_COLUMNS, TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense,
                                  evaluation_cost, group_title, ordered_report, paired)
-from study.verdicts import BASELINES, _two_se  # noqa: F401 (_two_se: the claims' wording)
+from study.verdicts import BASELINES
 
 def markdown(report: dict) -> str:
     report = ordered_report(report)
@@ -21,7 +21,7 @@ def markdown(report: dict) -> str:
     subsets = list(p.get("recorded_benign_subsets") or {})
     recorded = subsets[0] if len(subsets) == 1 else "different test subsets per run" if subsets else \
         "training's own test subset"
-    mixed = [f"**WARNING: the runs' recorded benign accuracies come from different test subsets ("
+    mixed = ["**WARNING: the runs' recorded benign accuracies come from different test subsets ("
              + "; ".join(f"{k}: {', '.join(v)}" for k, v in p["recorded_benign_subsets"].items())
              + "), so Figure 5's benign-accuracy axis compares numbers measured on different images.**", ""] \
         if len(subsets) > 1 else []
