@@ -12,7 +12,7 @@ from pathlib import Path
 import data
 from study import jobs
 from study.runner import restore_logs
-from study.spec import Spec
+from study.spec import Spec, SpecError
 from study.sweep import estimate
 from training import lock
 from training.config import DefenseConfig, TrainConfig
@@ -20,6 +20,8 @@ from training.config import DefenseConfig, TrainConfig
 
 def show_status(spec: Spec, root: str, say=print) -> None:
     root_path = Path(root).absolute()
+    if root_path.exists() and not root_path.is_dir():
+        raise SpecError(f"--root {root_path} is a file, not a directory: give the folder the study's runs live in")
     if root_path.is_dir():  # runs an earlier report evaluated are finished, whatever machine this is
         restore_logs(spec, root_path, say)
     runs = spec.runs(root_path)

@@ -94,6 +94,9 @@ def test_a_root_that_is_a_file_or_unwritable_is_refused(tmp_path):
         checks.check_root(afile)
     with pytest.raises(SpecError, match="cannot be made"):
         checks.check_root(afile / "below")
+    from study.status import show_status
+    with pytest.raises(SpecError, match="is a file, not a directory"):
+        show_status(load(_write(tmp_path, SPEC), dataset="folder:/never-read"), str(afile), say=lambda *_: None)
     checks.check_root(tmp_path / "new" / "root")  # made when the study starts
     if os.geteuid() == 0:
         pytest.skip("root writes anywhere: the unwritable case cannot be made")
