@@ -27,7 +27,7 @@ from study.evaluations import jobs_for, stored_key
 from study.jobs import Job, ReportWork, TrainWork
 from study.options import Options  # noqa: F401 (re-exported: callers build it beside run_study)
 from study.plan import make_plan
-from study.spec import Spec, SpecError
+from study.spec import Spec
 from study.sweep import is_finished
 from training import lock, rundir
 from training.rundir import RunDirError
