@@ -1,33 +1,48 @@
 """Where a study's jobs run: one at a time on this machine, or as Ray tasks on a cluster.
 
 Both run each job (``study.jobs.run_job``) in a process of its own and answer the same three
-calls: ``submit(job, avoid)``, ``poll(timeout)`` -> [(job, result or JobDied)], ``stop()``.
+calls: ``submit(job)``, ``poll(timeout)`` -> [(job, result dict | Retrying | JobDied)], ``stop()``.
+A job whose process or node dies is run again by the engine, at most ``MAX_ATTEMPTS`` times in
+all (``Retrying`` says so; the run resumes from its own checkpoints); ``JobDied`` is final.
 
 Ray: each job is a task, not a Tune trial. A study's runs are fixed in advance (no search, no
 early-stopping scheduler), a run directory already checkpoints and resumes itself exactly, and
 Tune would add its own trial directories and checkpoint syncing beside it. A task is a function
 call that Ray places on a node with the CPUs (and GPUs) it asks for; ``max_calls=1`` gives each
-its own worker process, which exits afterwards. Ray's own retries are off (``max_retries=0``):
-the study retries a job whose process or node died itself, so that it can say so, and ask for
-another node than the one that failed (a soft node affinity; the same node when there is no other).
+its own worker process, which exits afterwards. Ray retries a task whose worker or node died
+(``max_retries``: the run resumes from its checkpoints wherever the retry lands), placed like any
+task (``SPREAD``: on the least loaded node with room, never held for one node). The code reaches
+every node through Ray's ``runtime_env`` (this project's packages, shipped by the driver as the
+tasks' working directory); a node needs the packages of requirements.txt, the study's root and its
+data, not a checkout.
+
+Local: each job a child process that dies with the driver (``PR_SET_PDEATHSIG``: a driver killed
+outright leaves no job holding a run's lock); the engine runs a child that died again itself.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from study import jobs
+from training import native_stderr
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+# The packages a job imports, shipped to Ray's workers (not tests/, docs/, runs or data).
+PACKAGES = ("attacks", "configs", "data", "eval", "models", "study", "training")
 STOP_WAIT_SECONDS = 120.0  # a stopped job saves its checkpoint first
+MAX_ATTEMPTS = 3           # a job's process (or node) may die twice; the third death is final
 
 
 class EngineError(ValueError):
@@ -37,8 +52,50 @@ class EngineError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class JobDied:
-    """A job's process (or its node) went away before it returned."""
+    """A job's process (or its node) went away before it returned, ``MAX_ATTEMPTS`` times."""
     why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Retrying:
+    """The engine runs the job again: ``why`` its previous attempt ended, ``attempt`` of ``attempts``."""
+    why: str
+    attempt: int
+    attempts: int = MAX_ATTEMPTS
+
+
+def _job_stem(job) -> str:
+    return f"{job.kind}-{job.name}"
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------ local
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int):
+    """Runs in the child between fork and exec: SIGTERM it when the driver dies (the job saves its
+    checkpoint and releases the run's lock, as on Ctrl-C); a driver already gone ends it now."""
+    def arrange():
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+    return arrange
 
 
 class LocalEngine:
@@ -49,13 +106,14 @@ class LocalEngine:
     def __init__(self, root: Path):
         self.folder = Path(root) / jobs.STATE_DIR / "jobs"
         self.running: dict = {}  # Popen -> (job, result path)
+        self.stopping = False
 
     def describe(self) -> str:
         return f"local ({socket.gethostname()}, one job at a time)"
 
-    def submit(self, job: dict, avoid: str | None = None) -> None:
+    def submit(self, job, avoid: str | None = None) -> None:  # avoid: the runner's, before engines retried
         self.folder.mkdir(parents=True, exist_ok=True)
-        stem = self.folder / f"{job.kind}-{job.name}"
+        stem = self.folder / _job_stem(job)
         Path(f"{stem}.job.json").write_text(json.dumps(job.to_json()))
         result = Path(f"{stem}.result.json")
         result.unlink(missing_ok=True)
@@ -66,7 +124,8 @@ class LocalEngine:
             # Its own session: Ctrl-C at the terminal reaches the driver alone, which stops the job
             # with one SIGTERM (a second signal could cut its checkpoint short).
             process = subprocess.Popen([sys.executable, "-m", "study.jobs", f"{stem}.job.json", str(result)],
-                                       stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                       stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                       preexec_fn=_die_with(os.getpid()))
         self.running[process] = (job, result)
 
     def poll(self, timeout: float) -> list:
@@ -79,13 +138,24 @@ class LocalEngine:
         out = []
         for process in done:
             job, result = self.running.pop(process)
-            try:
-                out.append((job, json.loads(result.read_text())))
-            except (OSError, ValueError):
-                out.append((job, JobDied(f"its process ended with exit code {process.returncode} and no result")))
+            found = _read_json(result)
+            if found is not None:
+                out.append((job, found))
+                continue
+            state = jobs.read_state(job.root, job.kind, job.name) or {}
+            why = f"its process (pid {process.pid}) ended with {_exit_text(process.returncode)} and no result"
+            if self.stopping:  # our SIGTERM came before it could take it as a stop (it was starting)
+                out.append((job, _stopped(job, state.get("node"))))
+            elif job.attempt < MAX_ATTEMPTS:
+                out.append((job, Retrying(why, job.attempt + 1)))
+                self.submit(dataclasses.replace(job, attempt=job.attempt + 1))
+            else:
+                where = f" on {state['node']}" if state.get("node") else ""
+                out.append((job, JobDied(f"its process died {job.attempt} times{where}; the last {why}")))
         return out
 
     def stop(self) -> list:
+        self.stopping = True
         for process in self.running:
             process.send_signal(signal.SIGTERM)
         return self.poll_all(STOP_WAIT_SECONDS)
@@ -93,7 +163,7 @@ class LocalEngine:
     def poll_all(self, timeout: float) -> list:
         deadline, out = time.monotonic() + timeout, []
         while self.running and time.monotonic() < deadline:
-            out += self.poll(1.0)
+            out += [(job, r) for job, r in self.poll(1.0) if not isinstance(r, Retrying)]
         for process in self.running:
             process.kill()
         return out
@@ -102,11 +172,61 @@ class LocalEngine:
         pass
 
 
-def _ray_job(job: dict) -> dict:
-    """A job inside a Ray worker: the node it runs on named for the study's lines."""
+def _stopped(job, node: str | None) -> dict:
+    """The result of a job stopped without one of its own: a run, at its last checkpoint."""
+    result = {"outcome": "stopped", "error": "interrupted", "node": node}
+    if job.kind == "train":
+        from study.sweep import progress
+        result["step"] = progress(job.run_dir, job.epochs, job.work.run.stop_at_benign)["step"]
+    return result
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+# -------------------------------------------------------------------------------------------- ray
+
+def _attempts_path(root: str, stem: str) -> Path:
+    return Path(root) / jobs.STATE_DIR / "jobs" / f"{stem}.ray.json"
+
+
+def _ray_job(record: dict) -> dict:
+    """A job inside a Ray worker. Its attempts are counted in ``<root>/.study/jobs/<job>.ray.json``
+    under the task's id (the same on every retry), with where each ran and, at the end, the result
+    (which the driver reads when Ray reports only that the task was cancelled)."""
     import ray
-    node = ray.get_runtime_context().get_node_id()
-    return jobs.run_job(jobs.Job.from_json(job), node=f"{ray.util.get_node_ip_address()}/{node[:8]}", node_id=node)
+
+    job = jobs.Job.from_json(record)
+    context = ray.get_runtime_context()
+    task, node = context.get_task_id(), context.get_node_id()
+    where = f"{ray.util.get_node_ip_address()}/{node[:8]}"
+    path = _attempts_path(job.root, _job_stem(job))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = _read_json(path) or {}
+    attempt = before.get("attempt", 0) + 1 if before.get("task") == task else 1
+    mine = {"task": task, "attempt": attempt, "node": where, "node_id": node, "pid": os.getpid(),
+            "before": {k: before.get(k) for k in ("node", "node_id", "pid")} if attempt > 1 else None}
+    _write_json(path, mine)
+    if not os.path.isdir(job.cwd):  # a node without the driver's working directory (paths sent are absolute)
+        job = dataclasses.replace(job, cwd=job.root)
+    result = jobs.run_job(dataclasses.replace(job, attempt=attempt), node=where, node_id=node)
+    _write_json(path, {**mine, "result": result})
+    return result
+
+
+@dataclasses.dataclass
+class _Task:
+    job: object
+    task: str            # Ray's task id: the same on every retry
+    attempt: int = 0     # the last attempt seen starting
+    node: str | None = None
+    node_id: str | None = None
 
 
 class RayEngine:
@@ -123,17 +243,18 @@ class RayEngine:
         if address not in (None, "auto"):
             _probe_address(address)
         started = time.monotonic()
-        env = {"PYTHONPATH": os.pathsep.join(filter(None, [PROJECT_ROOT, os.environ.get("PYTHONPATH")]))}
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
-                     runtime_env={"env_vars": env})
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise EngineError(f"--ray_address {address}: no Ray cluster to join "
-                              f"({str(err).splitlines()[0] if str(err) else type(err).__name__}): start one with "
-                              f"`ray start --head`, or leave --ray_address out to run on this machine") from None
+        held: dict = {}
+        try:  # Ray's C++ client prints a line per failed try: one line says why instead
+            with native_stderr.held_back(show=lambda error: error is None, into=held), \
+                    tempfile.TemporaryDirectory(prefix="study-code-") as code:  # uploaded by ray.init
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+                         runtime_env=runtime_env(Path(code)))
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:
+            raise EngineError(_join_failed(address, err, held.get("text", ""))) from None
         self.startup_seconds = time.monotonic() - started
-        self.task = ray.remote(max_calls=1, max_retries=0, num_cpus=cpus, num_gpus=gpus)(_ray_job)
-        self.running: dict = {}  # ObjectRef -> job
+        self.task = ray.remote(max_calls=1, max_retries=MAX_ATTEMPTS - 1, retry_exceptions=False, num_cpus=cpus,
+                               num_gpus=gpus, scheduling_strategy="SPREAD")(_ray_job)
+        self.running: dict = {}  # ObjectRef -> _Task
         self.capacity = 10 ** 6  # Ray queues what does not fit
         if address is not None:
             self._check_shared_storage(data)
@@ -150,36 +271,58 @@ class RayEngine:
         cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
         return f"ray ({len(nodes)} node(s), {cpus:g} CPUs; started or joined in {self.startup_seconds:.1f} s)"
 
-    def submit(self, job: dict, avoid: str | None = None) -> None:
-        task = self.task
-        others = [n["NodeID"] for n in self._alive() if n["NodeID"] != avoid]
-        if avoid and others:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-            task = task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(others[0], soft=True))
-        self.running[task.remote(job.to_json())] = job
+    def submit(self, job, avoid: str | None = None) -> None:  # avoid: the runner's, before Ray retried
+        ref = self.task.remote(job.to_json())
+        self.running[ref] = _Task(job, ref.task_id().hex())
 
     def poll(self, timeout: float) -> list:
         if not self.running:
             time.sleep(timeout)
             return []
         ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=timeout)
-        out = []
+        out = self._retries()
         for ref in ready:
-            job = self.running.pop(ref)
+            task = self.running.pop(ref)
             try:
-                out.append((job, self.ray.get(ref)))
-            except self.ray.exceptions.TaskCancelledError:  # stopped before it started
-                out.append((job, {"outcome": "cancelled"}))
+                out.append((task.job, self.ray.get(ref)))
+            except self.ray.exceptions.TaskCancelledError:  # stopped: what it was doing when it stopped
+                out.append((task.job, self._cancelled(task)))
             except self.ray.exceptions.RayError as err:
-                out.append((job, JobDied(f"{type(err).__name__}: {_first_line(err)}")))
+                where = f" (the last on {task.node})" if task.node else ""
+                out.append((task.job, JobDied(f"Ray gave up after {max(task.attempt, 1)} attempt(s){where}: "
+                                              f"{type(err).__name__}: {_first_line(err)}")))
         return out
+
+    def _retries(self) -> list:
+        """(job, Retrying) for each task seen starting again since the last poll."""
+        out = []
+        alive = None
+        for task in self.running.values():
+            record = _read_json(_attempts_path(task.job.root, _job_stem(task.job))) or {}
+            if record.get("task") != task.task or record.get("attempt", 0) <= task.attempt:
+                continue
+            if task.attempt:
+                alive = alive if alive is not None else {n["NodeID"] for n in self._alive()}
+                why = (f"its node {task.node} was lost" if task.node_id not in alive
+                       else f"its process died on {task.node}")
+                out.append((task.job, Retrying(why, record["attempt"])))
+            task.attempt, task.node, task.node_id = record["attempt"], record.get("node"), record.get("node_id")
+        return out
+
+    def _cancelled(self, task: _Task) -> dict:
+        """A task Ray reports cancelled: its own result if it returned one (training stopped at
+        step N), "stopped" if it had started, "cancelled" (not started) if it never ran."""
+        record = _read_json(_attempts_path(task.job.root, _job_stem(task.job))) or {}
+        if record.get("task") != task.task:
+            return {"outcome": "cancelled"}
+        return record.get("result") or _stopped(task.job, record.get("node"))
 
     def stop(self) -> list:
         for ref in self.running:
             self.ray.cancel(ref, force=False)  # a KeyboardInterrupt in the task: training saves a checkpoint
         deadline, out = time.monotonic() + STOP_WAIT_SECONDS, []
         while self.running and time.monotonic() < deadline:
-            out += self.poll(1.0)
+            out += [(job, r) for job, r in self.poll(1.0) if not isinstance(r, Retrying)]
         return out
 
     def close(self) -> None:
@@ -212,8 +355,35 @@ class RayEngine:
             probe.unlink(missing_ok=True)
 
 
+def runtime_env(folder: Path) -> dict:
+    """This project's packages, copied into ``folder``, as the tasks' working directory: ray.init
+    uploads it and every node unpacks it (cached by content), so a node runs the driver's code
+    and needs no checkout. A working directory, not ``py_modules``: with one, Ray does not put the
+    driver's own directory first on every worker's path (where a node holding another checkout at
+    the same path would import that one)."""
+    for name in PACKAGES:
+        shutil.copytree(Path(PROJECT_ROOT) / name, Path(folder) / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return {"working_dir": str(folder)}
+
+
 def _seen(paths: list[str]) -> list[bool]:
     return [os.path.exists(p) for p in paths]
+
+
+def _join_failed(address: str | None, err: Exception, printed: str) -> str:
+    """One line for a failed ``ray.init``; ``printed``: what Ray's C++ client wrote meanwhile."""
+    text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    said = f"{type(err).__name__} {err} {printed}"
+    if any(word in said for word in ("InvalidAuthToken", "Unauthenticated", "AuthenticationError", "auth_token")):
+        # Ray 2.60: a head started where a token exists (~/.ray/auth_token) asks every client for it.
+        mode = os.environ.get("RAY_AUTH_MODE")
+        here = "has no token" if mode == "token" else f"does not use it (RAY_AUTH_MODE={mode or 'unset'})"
+        return (f"--ray_address {address}: the Ray cluster there uses token authentication and this process {here}: "
+                f"run the study with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token (or "
+                f"RAY_AUTH_TOKEN), as every node was started (docs/studies.md, Running on a cluster)")
+    return (f"--ray_address {address}: no Ray cluster to join ({text}): start one with `ray start --head`, or "
+            f"leave --ray_address out to run on this machine")
 
 
 def _probe_address(address: str) -> None:

@@ -9,12 +9,11 @@ evaluation job per run (the first alone when there is a black-box source, so tha
 adversarials are crafted once and cached before the others read them), then the report, which
 finds every attack cached. Finished work is skipped: a finished run by its log, an evaluation by
 its key (``study.evaluations``). Stopped work resumes: a run from its last checkpoint. A job whose
-process or node dies is retried (``MAX_ATTEMPTS``), away from the node it died on.
+process or node dies is run again by the engine (``study.engines.MAX_ATTEMPTS``).
 """
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 from study import checks, jobs
-from study.engines import JobDied, make_engine
+from study.engines import JobDied, Retrying, make_engine
 from study.evaluations import jobs_for, stored_key
 from study.jobs import Job, ReportWork, TrainWork
 from study.options import Options  # noqa: F401 (re-exported: callers build it beside run_study)
@@ -32,7 +31,6 @@ from study.sweep import is_finished
 from training import lock, rundir
 from training.rundir import RunDirError
 
-MAX_ATTEMPTS = 3
 POLL_SECONDS = 2.0
 
 
@@ -132,24 +130,16 @@ def _schedule(engine, todo: list[Job], tally: "_Tally") -> None:
     while queue or running:
         while queue and len(running) < engine.capacity:
             job = queue.popleft()
-            engine.submit(job, avoid=job.avoid)
+            engine.submit(job)
             running[job.kind, job.name] = job
         for job, result in engine.poll(POLL_SECONDS):
+            if isinstance(result, Retrying):  # its process or node died: the engine runs it again
+                tally.say(f"{_label(job)}: {result.why}; retrying, attempt {result.attempt} of {result.attempts}")
+                tally.retried += 1
+                continue
             running.pop((job.kind, job.name), None)
             watch.update(job)
-            if isinstance(result, JobDied):
-                state = jobs.read_state(job.root, job.kind, job.name) or {}
-                where = f" on {state['node']}" if state.get("node") else ""
-                if job.attempt < MAX_ATTEMPTS:
-                    tally.say(f"{_label(job)}: its process died{where} ({result.why}); retrying, attempt "
-                              f"{job.attempt + 1} of {MAX_ATTEMPTS}" + (", on another node if there is one"
-                                                                        if engine.nodes > 1 else ""))
-                    tally.retried += 1
-                    queue.appendleft(dataclasses.replace(job, attempt=job.attempt + 1, avoid=state.get("node_id")))
-                    continue
-                result = {"outcome": "failed", "error": f"its process died {job.attempt} times{where}: {result.why}",
-                          "node": state.get("node")}
-            tally.ended(job, result)
+            tally.ended(job, result)  # a JobDied: its process died every time the engine ran it
         for job in running.values():
             watch.update(job)
 
