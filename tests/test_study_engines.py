@@ -352,3 +352,23 @@ def test_the_docs_cluster_recipe_works_as_written_and_a_driver_without_the_token
     said = refused.stdout.strip()
     assert said.startswith(f"--ray_address 127.0.0.1:{port}: the Ray cluster there uses token authentication and "
                            f"this process does not use it (RAY_AUTH_MODE=unset)") and "\n" not in said, refused
+
+
+def test_the_local_engine_runs_a_job_whose_process_died_again_and_gives_up_after_three(tmp_path):
+    """Each attempt's process SIGKILLed as soon as it starts: two retries, then JobDied."""
+    from eval.config import EvalConfig
+    from study import engines
+    from study.jobs import Job, ReportWork
+    from study.report_config import ReportConfig
+
+    engine = engines.LocalEngine(tmp_path)
+    engine.submit(Job("report", "report", str(tmp_path), str(tmp_path), 1,
+                      ReportWork(EvalConfig(run_dirs=()), ReportConfig())))
+    events = []
+    for _ in range(engines.MAX_ATTEMPTS):
+        process = next(iter(engine.running))
+        process.kill()
+        events += [result for _, result in engine.poll(60.0)]
+    assert [type(e).__name__ for e in events] == ["Retrying", "Retrying", "JobDied"], events
+    assert [e.attempt for e in events[:2]] == [2, 3] and "signal SIGKILL and no result" in events[0].why
+    assert events[2].why.startswith("its process died 3 times") and not engine.running
