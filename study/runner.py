@@ -80,9 +80,11 @@ def _run(spec: Spec, root: Path, engine, tally: "_Tally", threads: int, say) -> 
         train.append(run)
         todo.append(Job("train", run.name, work=TrainWork.from_json(configs), **base))
     hours, unknown = checks.planned_hours(spec, root, train)
-    say(f"training: {len(todo)} run(s) to train, {tally.skipped} finished; about {hours:.2f} h of training at the "
-        f"step rates of runs like them, one job at a time" + (f", and {unknown} run(s) without an estimate (no run "
-                                                             f"under the root trains like them yet)" if unknown else ""))
+    say(f"training: {len(todo)} run(s) to train, {tally.skipped} finished")
+    if todo:
+        say(f"training: about {hours:.2f} h at the step rates of runs like them, one job at a time"
+            + (f"; {unknown} run(s) without an estimate (no run under the root trains like them yet)"
+               if unknown else ""))
     tally.started = True
     _schedule(engine, todo, tally)
     if tally.failed:

@@ -220,6 +220,7 @@ def studied(tiny_folder, tmp_path_factory):
 def test_an_unchanged_study_evaluates_nothing_again(studied):
     spec, root, lines = studied
     assert any(line.startswith("training: 3 run(s) to train, 0 finished") for line in lines)
+    assert any(line.startswith("training: about 0.00 h") and "3 run(s) without an estimate" in line for line in lines)
     assert "; report written;" in lines[-1] and "2 evaluated, 0 failed, 0 stopped" in lines[-1]
     for _ in range(2):
         again = []
