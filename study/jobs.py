@@ -231,7 +231,8 @@ def _report(job: Job, say) -> dict:
     options = job.work.options
     report = build_report(job.root, job.work.evaluation, options.match_benign, options.match_tolerance,
                           options.curve_test_limit, say=say, figure2_epochs=options.figure2_epochs,
-                          autoattack_complete=options.autoattack_complete, prior_reports=options.prior_report)
+                          autoattack_complete=options.autoattack_complete, prior_reports=options.prior_report,
+                          dataset_label=options.dataset_label)
     return {"outcome": "reported", "report": str(Path(job.root) / "report" / "report.md"),
             "runs": len(report.get("curve_points", []))}
 

@@ -38,14 +38,15 @@ REPORT_INPUTS = ("sweeps", "test_images", "match_benign", "target", "tolerance",
 
 def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", tolerance: float = 0.01,
                  curve_test_limit: int = 0, say=print, figure2_epochs: int = 6, autoattack_complete: int = 0,
-                 prior_reports=()) -> dict:
+                 prior_reports=(), dataset_label: str = "") -> dict:
     """``curve_test_limit``: CW-L2 for the curves on a fixed random subset of this many of the test
     images (0: all of them); the curves' benign accuracy is the one training recorded on all.
     ``figure2_epochs``: Figure 2's FGM-AT run over at most this many of its kept epochs.
     ``autoattack_complete``: on a fixed random subset of this many test images of every table run,
     the standard AutoAttack's remaining attacks after the custom one's (autoattack_eval.standard_completion).
     ``prior_reports``: earlier reports' report.json, whose numbers stand in for the runs under
-    ``root`` that hold their training log but no weights (study.report_prior)."""
+    ``root`` that hold their training log but no weights (study.report_prior).
+    ``dataset_label``: the dataset's name in the report (e.g. "CIFAR-100 (npz copy)"); empty: its --dataset value."""
     check_options(root, cfg, tolerance, curve_test_limit, autoattack_complete)
     started = time.monotonic()
     plan = make_plan(root, cfg.source_run, match_benign, tolerance, figure2_epochs, discover(Path(root)))
@@ -61,6 +62,8 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     attacks = TABLE_ATTACKS + ("masking",) + tuple(a for a in EXTRA_ATTACKS if a in cfg.attacks)
     protocol = report_protocol.protocol(cfg, dataset, plan.runs, plan.groups, plan.target_spec, plan.target,
                                         tolerance, attacks)
+    if dataset_label:
+        protocol["dataset_label"] = dataset_label
     protocol["curve_test_images"] = int(len(subset(n, curve_test_limit)))
     protocol["autoattack_complete"] = int(len(subset(n, autoattack_complete))) if autoattack_complete else 0
     priors = report_prior.load_priors(prior_reports, protocol)

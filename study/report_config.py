@@ -26,6 +26,8 @@ class ReportConfig:
     prior_report: tuple[str, ...] = setting((), "report: an earlier report's report.json (same evaluation "
                                             "protocol) whose numbers stand in for runs under --root that hold their "
                                             "training log but no weights.", of=str, repeated=True)
+    dataset_label: str = setting("", "report: the dataset's name in the report's title and protocol, e.g. "
+                                 "'CIFAR-100 (npz copy)' (empty: the --dataset value).")
 
     def validate(self) -> None:
         """Raises ValueError (one line, naming the flag) for an option out of its bounds."""

@@ -51,12 +51,13 @@ def _protocol_lines(report: dict, cost: dict, recorded: str) -> list[str]:
     target = "final weights, no matching" if p["target"] is None else f"{p['target']:.3f}" + (
         f" ({p['match_benign']})" if isinstance(p["match_benign"], str) else "") + f", tolerance {p['tolerance']:.3f}"
     a = p["attack_settings"]
+    label = f"{p['dataset_label']}: " if p.get("dataset_label") else ""
     return [
-        f"# Reproduction report: {p['dataset']}",
+        f"# Reproduction report: {p.get('dataset_label') or p['dataset']}",
         "",
         "## Protocol",
         "",
-        f"- Data: {p['dataset']} ({p['dataset_source']}); {p['train_images']} training images, augmentation "
+        f"- Data: {label}{p['dataset']} ({p['dataset_source']}); {p['train_images']} training images, augmentation "
         f"{p['augment']}; {p['test_images']} class-balanced test images for every attack and for Table 2's "
         f"benign accuracy; the recorded benign accuracies of the matching and of Figures 5 and 2 are training's "
         f"own, on {recorded}.",

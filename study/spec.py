@@ -41,7 +41,7 @@ _EVAL_FIELDS = {f.name: f for f in dataclasses.fields(EvalConfig)
 # Defaults as --mode report's (study/report_config.py) and --stop_at_benign's: declared once.
 _REPORT_DEFAULTS = {**{k: getattr(ReportConfig, k) for k in ("curve_test_limit", "figure2_epochs",
                                                              "autoattack_complete")},
-                    "prior_reports": [], "training_logs": ""}
+                    "prior_reports": [], "training_logs": "", "dataset_label": ReportConfig.dataset_label}
 _MATCHING_DEFAULTS = {"target": ReportConfig.match_benign, "tolerance": ReportConfig.match_tolerance,
                       "stop_at_benign": RunConfig.stop_at_benign}
 
@@ -142,7 +142,8 @@ class Spec:
         """[matching] and [report] as ``--mode report``'s options (one record, whoever reads it)."""
         return ReportConfig(match_benign=self.matching["target"], match_tolerance=self.matching["tolerance"],
                             prior_report=tuple(self.report["prior_reports"]),
-                            **{k: self.report[k] for k in ("curve_test_limit", "figure2_epochs", "autoattack_complete")})
+                            **{k: self.report[k] for k in ("curve_test_limit", "figure2_epochs", "autoattack_complete",
+                                                           "dataset_label")})
 
     def source_name(self) -> str | None:
         if self.source is None:

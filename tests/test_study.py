@@ -232,9 +232,13 @@ def test_a_target_no_run_reaches_is_reported_unmatched(study_root):
     unmatched = (study_root / report_mode.REPORT_DIR / "report.md").read_text()
     assert "**unmatched**" in unmatched
 
-    report_mode.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, curve_test_limit=12, **QUIET)
+    report_mode.build_report(str(study_root), EvalConfig(run_dirs=(), **FAST), "lowest", 0.01, curve_test_limit=12,
+                             dataset_label="Tiny (test copy)", **QUIET)
     kept = [p / "report.md" for p in study_root.glob(f"{report_mode.REPORT_DIR}.replaced-*")]
     assert unmatched in [p.read_text() for p in kept]  # another target: the old report is moved aside
+    labelled = (study_root / report_mode.REPORT_DIR / "report.md").read_text()
+    assert labelled.startswith("# Reproduction report: Tiny (test copy)\n") and "- Data: Tiny (test copy): folder:" in labelled
+    assert unmatched.startswith("# Reproduction report: folder:")  # no label: the --dataset value, as before
 
 
 @pytest.mark.slow

@@ -88,6 +88,12 @@ def test_the_shipped_studies_load_and_find_the_committed_reproductions_runs():
     cpu = load(ROOT / "studies" / "cpu.toml")
     report = json.loads((RESULTS / "cifar10-cpu" / "report.json").read_text())
     assert {p["run"] for p in report["curve_points"]} == {r.name for r in cpu.runs(Path("R"))}
+    c100 = load(ROOT / "studies" / "cifar100.toml")
+    assert c100.dataset.startswith("npz:") and c100.report_config().dataset_label == "CIFAR-100 (npz copy)"
+    names = [r.name for r in c100.runs(Path("R"))]
+    assert names[:5] == ["none-seed0", "fgm-eps0.02-seed0", "pgd-eps0.02-seed0", "pgn-c_l50-seed0",
+                         "pgn-pgn_grad_scaleunit-c_l50-seed0"]  # the clean run first: it sets the target
+    assert len(names) == 24 and c100.source_name() == "none-seed3"
 
 
 def test_the_cpu_full_report_rebuilds_its_committed_numbers(tmp_path, cifar10_jpeg):
