@@ -88,8 +88,9 @@ class Spec:
     report: dict
 
     def runs(self, root: Path) -> list[TrainingRun]:
-        """Every run to train, in the order a study trains them: the Table 2 points seed by seed
-        (what a table needs first), then the curves' other values, then the black-box source."""
+        """Every run to train, in the order a study trains them: the Table 2 points of the first
+        seed, the black-box source (so that the first runs can be evaluated while the others
+        train), the Table 2 points of the other seeds, then the curves' other values."""
         table, curves = [], []
         for arm in self.arms:
             variant = arm.defense_config.variant()
@@ -101,11 +102,13 @@ class Spec:
             if others:
                 for planned in plan(root, arm.defense, Sweep(arm.sweep.name, others), self.curve_seeds, variant):
                     curves.append(TrainingRun(planned.run_dir.name, arm, planned, 0.0))
-        ordered = [run for _, run in sorted(table, key=lambda pair: self.seeds.index(pair[0]))] + curves
+        ordered = [run for _, run in sorted(table, key=lambda pair: self.seeds.index(pair[0]))]
         if self.source is not None:
             planned = plan(root, self.source.defense, Sweep(None, (None,)), (self.source_seed,),
                            self.source.defense_config.variant())[0]
-            ordered.append(TrainingRun(planned.run_dir.name, None, planned, 0.0))
+            first = sum(seed == self.seeds[0] for seed, _ in table)
+            ordered.insert(first, TrainingRun(planned.run_dir.name, None, planned, 0.0))
+        ordered += curves
         names = [r.name for r in ordered]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
