@@ -321,7 +321,7 @@ def _report():
         cfg = _report_config()
         build_report(FLAGS.root, _eval_config(), cfg.match_benign, cfg.match_tolerance, cfg.curve_test_limit,
                      figure2_epochs=cfg.figure2_epochs, autoattack_complete=cfg.autoattack_complete,
-                     prior_reports=cfg.prior_report, dataset_label=cfg.dataset_label)
+                     prior_reports=cfg.prior_report, dataset_label=cfg.dataset_label, table_names=cfg.table_runs)
     except ValueError as err:
         _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
 

@@ -232,7 +232,7 @@ def _report(job: Job, say) -> dict:
     report = build_report(job.root, job.work.evaluation, options.match_benign, options.match_tolerance,
                           options.curve_test_limit, say=say, figure2_epochs=options.figure2_epochs,
                           autoattack_complete=options.autoattack_complete, prior_reports=options.prior_report,
-                          dataset_label=options.dataset_label)
+                          dataset_label=options.dataset_label, table_names=options.table_runs)
     return {"outcome": "reported", "report": str(Path(job.root) / "report" / "report.md"),
             "runs": len(report.get("curve_points", []))}
 

@@ -77,8 +77,10 @@ class Plan:
 
 
 def make_plan(root: str, source_run: str | None, match_benign: str, tolerance: float,
-              figure2_epochs: int, found: tuple | None = None) -> Plan:
-    """``found``: ``discover(root)``'s answer when the caller has it."""
+              figure2_epochs: int, found: tuple | None = None, table_names: tuple[str, ...] = ()) -> Plan:
+    """``found``: ``discover(root)``'s answer when the caller has it. ``table_names``: the runs a
+    study spec names as Table 2's (its arms' table values and seeds), so that a plan made while
+    some are still training picks the same ones; empty: each group's value with the most seeds."""
     target_spec = parse_target(match_benign)
     runs, unfinished = found or discover(Path(root))
     source = load_run(source_run) if source_run else None
@@ -87,7 +89,11 @@ def make_plan(root: str, source_run: str | None, match_benign: str, tolerance: f
         if not runs:
             raise RunDirError(f"--root {root} holds no finished run besides --source_run {source_run}")
     groups = group(runs)
-    table_runs = {d: table_point(rs) for d, rs in groups.items()}
+    if table_names:  # a group none of whose named runs finished yet has no table point so far
+        named = {d: [m for m in rs if m.run.name in table_names] for d, rs in groups.items()}
+        table_runs = {d: rs for d, rs in named.items() if rs}
+    else:
+        table_runs = {d: table_point(rs) for d, rs in groups.items()}
     early = [r.run.name for r in runs if r.finished_early]
     if early and not isinstance(target_spec, float):
         raise RunDirError(f"--match_benign {match_benign} compares final accuracies, but {', '.join(early[:3])} "

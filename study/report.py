@@ -38,7 +38,7 @@ REPORT_INPUTS = ("sweeps", "test_images", "match_benign", "target", "tolerance",
 
 def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", tolerance: float = 0.01,
                  curve_test_limit: int = 0, say=print, figure2_epochs: int = 6, autoattack_complete: int = 0,
-                 prior_reports=(), dataset_label: str = "") -> dict:
+                 prior_reports=(), dataset_label: str = "", table_names: tuple[str, ...] = ()) -> dict:
     """``curve_test_limit``: CW-L2 for the curves on a fixed random subset of this many of the test
     images (0: all of them); the curves' benign accuracy is the one training recorded on all.
     ``figure2_epochs``: Figure 2's FGM-AT run over at most this many of its kept epochs.
@@ -46,10 +46,13 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     the standard AutoAttack's remaining attacks after the custom one's (autoattack_eval.standard_completion).
     ``prior_reports``: earlier reports' report.json, whose numbers stand in for the runs under
     ``root`` that hold their training log but no weights (study.report_prior).
-    ``dataset_label``: the dataset's name in the report (e.g. "CIFAR-100 (npz copy)"); empty: its --dataset value."""
+    ``dataset_label``: the dataset's name in the report (e.g. "CIFAR-100 (npz copy)"); empty: its --dataset value.
+    ``table_names``: the runs that are Table 2's (``study.plan.make_plan``); empty: each group's value with the
+    most seeds."""
     check_options(root, cfg, tolerance, curve_test_limit, autoattack_complete)
     started = time.monotonic()
-    plan = make_plan(root, cfg.source_run, match_benign, tolerance, figure2_epochs, discover(Path(root)))
+    plan = make_plan(root, cfg.source_run, match_benign, tolerance, figure2_epochs, discover(Path(root)),
+                     table_names)
     subsets = _check_subsets(plan, say)
     say(f"{len(plan.runs)} finished run(s) in {root}"
         + (f", {len(plan.unfinished)} unfinished (left out)" if plan.unfinished else "")

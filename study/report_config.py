@@ -28,6 +28,9 @@ class ReportConfig:
                                             "training log but no weights.", of=str, repeated=True)
     dataset_label: str = setting("", "report: the dataset's name in the report's title and protocol, e.g. "
                                  "'CIFAR-100 (npz copy)' (empty: the --dataset value).")
+    table_runs: tuple[str, ...] = setting((), "report: the runs that are Table 2's, by name (a study spec names its "
+                                          "arms' table values and seeds; empty: each defense's value with the most "
+                                          "seeds).", of=str, repeated=True)
 
     def validate(self) -> None:
         """Raises ValueError (one line, naming the flag) for an option out of its bounds."""

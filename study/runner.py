@@ -3,11 +3,15 @@ report, each job on an engine (``study.engines``), with one line per job as its 
 
     python run.py --mode study --spec studies/smoke.toml --root runs/smoke [--engine ray]
 
-Order: training first (a report's matching target, "lowest" or "clean", depends on every run's
-final accuracy, and which value is a defense's table point on which runs finished), then one
-evaluation job per run (the first alone when there is a black-box source, so that its
-adversarials are crafted once and cached before the others read them), then the report, which
-finds every attack cached. Finished work is skipped: a finished run by its log, an evaluation by
+Order: training, one evaluation job per run, then the report, which finds every attack cached.
+With a matching target given as a number, each finished run is evaluated soon after it trains,
+ahead of the training still to do, once the black-box source has finished (so that a lost machine
+costs at most the runs in flight, and their evaluations are there to commit): nothing an
+evaluation decides moves as other runs finish. With "clean" or "lowest" the target depends on
+every run's final accuracy, so the evaluations wait for the end of training. Evaluations run one
+at a time when there is a black-box source, the first crafting its adversarials, which the others
+read from its cache. With ``[report] training_logs``, each finished run's log and evaluation
+record are copied there as they come, to commit. Finished work is skipped: a finished run by its log, an evaluation by
 its key (``study.evaluations``). Stopped work resumes: a run from its last checkpoint. A job whose
 process or node dies is run again by the engine (``study.engines.MAX_ATTEMPTS``).
 """
@@ -22,8 +26,9 @@ from pathlib import Path
 
 from study import checks, jobs
 from study.engines import JobDied, Retrying, make_engine
-from study.evaluations import jobs_for, stored_key
+from study.evaluations import jobs_for, record_path, stored_key
 from study.jobs import Job, ReportWork, TrainWork
+from study.matching import parse_target
 from study.options import Options  # noqa: F401 (re-exported: callers build it beside run_study)
 from study.plan import make_plan
 from study.spec import Spec
@@ -86,28 +91,35 @@ def _run(spec: Spec, root: Path, engine, tally: "_Tally", threads: int, say) -> 
             + (f"; {unknown} run(s) without an estimate (no run under the root trains like them yet)"
                if unknown else ""))
     tally.started = True
-    _schedule(engine, todo, tally)
+    early = _EarlyEvaluations(spec, root, base, say) if isinstance(parse_target(spec.matching["target"]), float) \
+        else None
+    if early:
+        for name in (run.name for run in runs if run not in train):  # logs of runs finished before this driver
+            copy_log(spec, root, name, say)
+    _schedule(engine, (early.next() if early and todo else []) + todo, tally, early.after if early else None)
     if tally.failed:
         say(f"{tally.failed} training run(s) failed: evaluating and reporting what finished")
-    return _evaluate_and_report(spec, root, engine, tally, base, say)
+    return _evaluate_and_report(spec, root, engine, tally, base, say, early.failed if early else set())
 
 
-def _evaluate_and_report(spec: Spec, root: Path, engine, tally: "_Tally", base: dict, say) -> int:
+def _evaluate_and_report(spec: Spec, root: Path, engine, tally: "_Tally", base: dict, say,
+                         failed: set = frozenset()) -> int:
+    """``failed``: runs whose evaluation failed in this driver already (not tried again)."""
     cfg, options = spec.eval_config(root), spec.report_config()
     try:
-        plan = make_plan(str(root), cfg.source_run, options.match_benign, options.match_tolerance,
-                         options.figure2_epochs)
+        evaluations, done = _evaluations(spec, root, base)
     except RunDirError as err:  # e.g. no run finished: nothing to evaluate or report
         say(f"cannot evaluate: {err}")
         tally.report = "not made"
         return 1
-    work = jobs_for(plan, cfg, options.curve_test_limit, options.autoattack_complete)
-    evaluations = [Job("evaluate", w.name, work=w, **base) for w in work if stored_key(root, w.name) != w.key()]
-    say(f"evaluation: {len(evaluations)} run(s) to evaluate, {len(work) - len(evaluations)} evaluated")
+    evaluations = [j for j in evaluations if j.name not in failed]
+    say(f"evaluation: {len(evaluations)} run(s) to evaluate, {done} evaluated"
+        + (f", {len(failed)} failed above" if failed else ""))
     if evaluations and cfg.source_run:  # the first crafts the source's adversarials, which the others read
+        failed_before = tally.evaluations_failed
         _schedule(engine, evaluations[:1], tally)
         first, evaluations = evaluations[0], evaluations[1:]
-        if tally.evaluations_failed:  # the table runs' black-box attacks need what it was crafting
+        if tally.evaluations_failed > failed_before:  # the table runs' black-box attacks need what it was crafting
             for job in [j for j in evaluations if j.work.table_match is not None]:
                 tally.ended(job, {"outcome": "not started", "error": f"its black-box attacks read the source's "
                                   f"adversarials, which the failed evaluation of {first.name} was crafting"})
@@ -122,8 +134,80 @@ def _evaluate_and_report(spec: Spec, root: Path, engine, tally: "_Tally", base: 
     return 1 if tally.failed else 0
 
 
-def _schedule(engine, todo: list[Job], tally: "_Tally") -> None:
-    """Runs ``todo`` on ``engine`` (as many at once as it takes), retrying a job whose process died."""
+def _evaluations(spec: Spec, root: Path, base: dict) -> tuple[list[Job], int]:
+    """The evaluation jobs the finished runs under ``root`` lack, Table 2's first, and how many
+    are stored already."""
+    cfg, options = spec.eval_config(root), spec.report_config()
+    plan = make_plan(str(root), cfg.source_run, options.match_benign, options.match_tolerance,
+                     options.figure2_epochs, table_names=options.table_runs)
+    work = jobs_for(plan, cfg, options.curve_test_limit, options.autoattack_complete)
+    todo = [Job("evaluate", w.name, work=w, **base) for w in work if stored_key(root, w.name) != w.key()]
+    return todo, len(work) - len(todo)
+
+
+class _EarlyEvaluations:
+    """While a study with a fixed matching target trains, the evaluation of each finished run, one
+    at a time, ahead of the training still queued (``_schedule``'s ``after``)."""
+
+    def __init__(self, spec: Spec, root: Path, base: dict, say):
+        self.spec, self.root, self.base, self.say = spec, root, base, say
+        self.tried: set = set()  # evaluated, or failed, in this driver: not tried again before the end
+        self.failed: set = set()
+        self.running = False
+        source = spec.source_name()
+        self.source = (root / source) if source else None
+        self.epochs = {run.name: (run.planned.run_dir, spec.configs(run)["train"]["epochs"], run.stop_at_benign)
+                       for run in spec.runs(root)}
+
+    def after(self, job: Job, result) -> list[Job]:
+        """Called as each job ends: the next evaluation to run, if one is ready."""
+        outcome = result.get("outcome") if isinstance(result, dict) else "failed"
+        if job.kind == "evaluate":
+            self.running = False
+            if outcome == "failed":
+                self.failed.add(job.name)
+        if outcome in ("trained", "resumed", "evaluated"):
+            copy_log(self.spec, self.root, job.name, self.say)
+        return self.next()
+
+    def next(self) -> list[Job]:
+        """The next evaluation to run: none while one runs, or before the black-box source finished."""
+        if self.running or (self.source is not None and not is_finished(*self.epochs[self.source.name])):
+            return []
+        try:
+            todo, _ = _evaluations(self.spec, self.root, self.base)
+        except RunDirError as err:
+            self.say(f"evaluation: not yet ({err})")
+            return []
+        ready = [j for j in todo if j.name not in self.tried]
+        if not ready:
+            return []
+        self.tried.add(ready[0].name)
+        self.running = True
+        return ready[:1]
+
+
+def copy_log(spec: Spec, root: Path, name: str, say=print) -> None:
+    """Run ``name``'s training log (config.json, metrics.jsonl) and its evaluation record, copied
+    into ``[report] training_logs`` (if the spec names it), to commit: what a lost machine leaves."""
+    logs = spec.report["training_logs"]
+    if not logs or not (root / name / rundir.CONFIG_FILE).exists():
+        return
+    folder = Path(logs) / name
+    sources = [root / name / rundir.CONFIG_FILE, root / name / rundir.METRICS_FILE, record_path(root, name)]
+    changed = [p for p in sources if p.exists() and (not (folder / p.name).exists()
+                                                     or (folder / p.name).read_bytes() != p.read_bytes())]
+    if not changed:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in changed:
+        shutil.copyfile(path, folder / path.name)
+    say(f"{folder}: {', '.join(p.name for p in changed)} of run {name} copied, to commit")
+
+
+def _schedule(engine, todo: list[Job], tally: "_Tally", after=None) -> None:
+    """Runs ``todo`` on ``engine`` (as many at once as it takes), retrying a job whose process died.
+    ``after(job, result)``: jobs to run next, ahead of the queue, as each job ends."""
     queue = collections.deque(todo)
     running: dict[tuple, Job] = {}
     watch = _Watch(tally.say)
@@ -142,6 +226,9 @@ def _schedule(engine, todo: list[Job], tally: "_Tally") -> None:
             running.pop((job.kind, job.name), None)
             watch.update(job)
             tally.ended(job, result)  # a JobDied: its process died every time the engine ran it
+            for extra in reversed(after(job, result) if after else []):
+                tally.say(f"{_label(extra)}: queued, ahead of the training still to do")
+                queue.appendleft(extra)
         for job in running.values():
             watch.update(job)
 

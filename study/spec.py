@@ -144,9 +144,13 @@ class Spec:
     def report_config(self) -> ReportConfig:
         """[matching] and [report] as ``--mode report``'s options (one record, whoever reads it)."""
         return ReportConfig(match_benign=self.matching["target"], match_tolerance=self.matching["tolerance"],
-                            prior_report=tuple(self.report["prior_reports"]),
+                            prior_report=tuple(self.report["prior_reports"]), table_runs=self.table_names(),
                             **{k: self.report[k] for k in ("curve_test_limit", "figure2_epochs", "autoattack_complete",
                                                            "dataset_label")})
+
+    def table_names(self) -> tuple[str, ...]:
+        """The runs of Table 2: every arm at its table value, at every seed."""
+        return tuple(run.name for run in self.runs(Path(".")) if run.arm is not None and run.planned.value == run.arm.table)
 
     def source_name(self) -> str | None:
         if self.source is None:

@@ -70,6 +70,10 @@ def uninterrupted(spec, tmp_path_factory) -> Path:
     root, lines = tmp_path_factory.mktemp("local"), []
     assert run_study(spec, str(root), Options("local", None, 1, 0), say=lines.append) == 0, "\n".join(lines)
     assert "summary: 2 run(s) trained, 0 resumed" in lines[-1]
+    # "lowest" depends on every run's final accuracy: the evaluations wait for the end of training
+    assert not [line for line in lines if "ahead of the training" in line]
+    assert max(i for i, line in enumerate(lines) if line.startswith("run ")) < \
+        min(i for i, line in enumerate(lines) if line.startswith("evaluation of "))
     return root
 
 
