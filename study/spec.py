@@ -88,9 +88,10 @@ class Spec:
     report: dict
 
     def runs(self, root: Path) -> list[TrainingRun]:
-        """Every run to train, in the order a study trains them: the Table 2 points of the first
-        seed, the black-box source (so that the first runs can be evaluated while the others
-        train), the Table 2 points of the other seeds, then the curves' other values."""
+        """Every run to train, in the order a study trains them: the Table 2 points seed by seed
+        (what a table needs first), the black-box source right after the first run of its defense
+        (every table run's evaluation needs it, so with a fixed target the runs are evaluated while
+        the others train), then the curves' other values."""
         table, curves = [], []
         for arm in self.arms:
             variant = arm.defense_config.variant()
@@ -106,8 +107,10 @@ class Spec:
         if self.source is not None:
             planned = plan(root, self.source.defense, Sweep(None, (None,)), (self.source_seed,),
                            self.source.defense_config.variant())[0]
-            first = sum(seed == self.seeds[0] for seed, _ in table)
-            ordered.insert(first, TrainingRun(planned.run_dir.name, None, planned, 0.0))
+            alike = [i for i, run in enumerate(ordered) if run.arm.defense == self.source.defense
+                     and run.arm.defense_config.variant() == self.source.defense_config.variant()]
+            at = alike[0] + 1 if alike else sum(seed == self.seeds[0] for seed, _ in table)
+            ordered.insert(at, TrainingRun(planned.run_dir.name, None, planned, 0.0))
         ordered += curves
         names = [r.name for r in ordered]
         twice = sorted({n for n in names if names.count(n) > 1})

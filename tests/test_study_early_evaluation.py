@@ -50,20 +50,21 @@ def test_each_run_is_evaluated_soon_after_it_trains_and_its_log_copied_to_commit
     path = tmp_path / "early.toml"
     path.write_text(SPEC.replace("LOGS", str(logs)))
     spec = load(path, dataset=f"folder:{tiny_folder}")
-    assert [r.name for r in spec.runs(tmp_path)] == ["none-seed0", "fgm-eps0.5-seed0", "none-seed3",
-                                                    "fgm-eps1-seed0"]  # the source after the first seed
+    assert [r.name for r in spec.runs(tmp_path)] == ["none-seed0", "none-seed3", "fgm-eps0.5-seed0",
+                                                    "fgm-eps1-seed0"]  # the source after the first clean run
     root, lines = tmp_path / "root", []
     assert run_study(spec, str(root), Options("local", None, 1, 0), say=lines.append) == 0, "\n".join(lines)
 
     def at(text: str) -> int:
         return next(i for i, line in enumerate(lines) if text in line)
 
-    # Nothing is evaluated before the source finished; then the finished runs are, one at a time,
-    # before the last run trains; that run is evaluated as soon as it finished too.
-    source_done = at("run none-seed3: done")
-    for name in ("none-seed0", "fgm-eps0.5-seed0"):
-        queued = at(f"evaluation of {name}: queued, ahead of the training still to do")
-        assert source_done < queued < at(f"evaluation of {name}: done") < at("run fgm-eps1-seed0: training on")
+    # Nothing is evaluated before the source finished; then each finished run is, before the next
+    # run trains.
+    queued = at("evaluation of none-seed0: queued, ahead of the training still to do")
+    assert at("run none-seed3: done") < queued < at("evaluation of none-seed0: done") < \
+        at("run fgm-eps0.5-seed0: training on")
+    assert at("run fgm-eps0.5-seed0: done") < at("evaluation of fgm-eps0.5-seed0: done") < \
+        at("run fgm-eps1-seed0: training on")
     assert at("run fgm-eps1-seed0: done") < at("evaluation of fgm-eps1-seed0: done")
     assert "evaluation: 0 run(s) to evaluate, 3 evaluated" in lines  # nothing left for the end
     report = json.loads((root / "report" / "report.json").read_text())
