@@ -283,14 +283,3 @@ def subset(n: int, size: int) -> np.ndarray:
 def _fingerprint(run_dir: Path, epoch: int | None = None) -> str:
     from eval.runs import TrainedRun
     return TrainedRun(run_dir, {}, epoch).fingerprint()
-
-
-def evaluation_keys(root, cfg: EvalConfig, options: dict) -> dict[str, str]:
-    """{run name: the key of its evaluation}: what a study driver started before jobs were records
-    asks (a study running across the upgrade; its evaluate jobs become ``EvaluationJob``s in
-    ``study.jobs``). ``options``: that driver's report options."""
-    from study.plan import make_plan
-    plan = make_plan(str(root), cfg.source_run, options["match_benign"], options["tolerance"],
-                     options["figure2_epochs"])
-    return {job.name: job.key() for job in jobs_for(plan, cfg, options["curve_test_limit"],
-                                                    options["autoattack_complete"])}

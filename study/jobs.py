@@ -24,7 +24,7 @@ from pathlib import Path
 
 import data
 from eval.config import EvalConfig
-from study.evaluations import VERSION, EvaluationJob, RecordError, _check_version
+from study.evaluations import VERSION, EvaluationJob, _check_version
 from study.report_config import ReportConfig
 from training.config import RunConfig, TrainConfig
 
@@ -89,8 +89,6 @@ class Job:
 
     @classmethod
     def from_json(cls, record: dict) -> "Job":
-        if isinstance(record, dict) and "version" not in record and record.get("kind") in KINDS:
-            record = _legacy(record)  # written by a driver started before jobs were records
         _check_version(record, "job")
         work = {"train": TrainWork, "evaluate": EvaluationJob, "report": ReportWork}[record["kind"]]
         return cls(record["kind"], record["name"], record["root"], record["cwd"], int(record["threads"]),
@@ -100,34 +98,6 @@ class Job:
 def _typed(cls, values: dict):
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields})
-
-
-def _legacy(job: dict) -> dict:
-    """A job dict of a driver that predates ``Job`` (a study still running across the upgrade)."""
-    out = {k: job.get(k) for k in ("kind", "name", "root", "cwd", "threads", "attempt", "avoid")}
-    out["version"] = VERSION
-    if job["kind"] == "train":
-        out["work"] = job["configs"]
-        return out
-    options = job["report"]
-    report = {"match_benign": options["match_benign"], "match_tolerance": options["tolerance"],
-              "curve_test_limit": options["curve_test_limit"], "figure2_epochs": options["figure2_epochs"],
-              "autoattack_complete": options["autoattack_complete"], "prior_report": options["prior_reports"]}
-    if job["kind"] == "report":
-        out["work"] = {"evaluation": job["eval"], "options": report}
-        return out
-    from study.evaluations import jobs_for
-    from study.plan import make_plan
-    cfg = _typed(EvalConfig, job["eval"])
-    os.chdir(job["cwd"])
-    plan = make_plan(job["root"], cfg.source_run, report["match_benign"], report["match_tolerance"],
-                     report["figure2_epochs"])
-    found = [j for j in jobs_for(plan, cfg, report["curve_test_limit"], report["autoattack_complete"])
-             if j.name == job["name"]]
-    if not found:
-        raise RecordError(f"evaluation of {job['name']}: the run has nothing to evaluate")
-    out["work"] = found[0].to_json()
-    return out
 
 
 def state_path(root: str | Path, kind: str, name: str) -> Path:
@@ -159,8 +129,6 @@ def run_job(job: Job, node: str | None = None, node_id: str | None = None) -> di
     """Runs ``job`` and returns {"outcome": trained | resumed | stopped | skipped | evaluated |
     reported | failed, "error", "node", "pid", "seconds", "cpu_seconds", ...}; never raises for the
     job's own failure (a dead process is the engine's to see). ``node``: where the engine placed it."""
-    if isinstance(job, dict):  # from a driver started before jobs were records (a study across the upgrade)
-        node, node_id, job = node or job.get("node"), node_id or job.get("node_id"), Job.from_json(job)
     set_threads(job.threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.chdir(job.cwd)  # paths a spec gives relative (prior reports) mean what they meant to the driver

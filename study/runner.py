@@ -86,7 +86,9 @@ def _run(spec: Spec, root: Path, engine, tally: "_Tally", threads: int, say) -> 
         todo.append(Job("train", run.name, work=TrainWork.from_json(configs), **base))
     hours, unknown = checks.planned_hours(spec, root, train)
     say(f"training: {len(todo)} run(s) to train, {tally.skipped} finished")
-    if todo:
+    if todo and unknown == len(todo):
+        say("training: no estimate yet: no run under the root trains like these")
+    elif todo:
         say(f"training: about {hours:.2f} h at the step rates of runs like them, one job at a time"
             + (f"; {unknown} run(s) without an estimate (no run under the root trains like them yet)"
                if unknown else ""))

@@ -33,9 +33,10 @@ checkpoint_every_minutes = 0.0
 defense = "none"
 [[arms]]
 defense = "fgm"
-sweep = { eps = [0.5] }
+sweep = { eps = [0.5, 1.0] }
+table = 0.5
 [matching]
-target = "lowest"
+target = 0.01
 tolerance = 1.0
 [evaluation]
 attacks = ["fgm"]
@@ -44,6 +45,7 @@ masking_iters = 1
 source = { defense = "none", seed = 3 }
 [report]
 figure2_epochs = 1
+training_logs = "LOGS"
 """
 
 
@@ -58,7 +60,7 @@ def _write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
     (("epochs = 2", "epochs = 1000000000000"), ["training.epochs", "1000000000000"]),
     (("seeds = [0]", "seeds = [-1]"), ["seed -1", "2**32"]),
     (("seeds = [0]", f"seeds = [{2 ** 32}]"), [f"seed {2 ** 32}"]),
-    (("sweep = { eps = [0.5] }", "sweep = { eps = [0.0, 0.5] }\ntable = 0.5"), ["fgm-eps0-seed0", "eps must be > 0"]),
+    (("sweep = { eps = [0.5, 1.0] }", "sweep = { eps = [0.0, 0.5] }"), ["fgm-eps0-seed0", "eps must be > 0"]),
     (("batch_size = 16", "batch_size = 64\ntrain_limit = 32"), ["batch_size 64", "train_limit 32"]),
     (("width = 0.125", "width = -1.0"), ["width"]),
 ])
@@ -130,7 +132,7 @@ def test_runs_trained_with_other_settings_than_the_spec_are_refused_by_name(tmp_
     _recorded_run(spec, root, "none-seed0")
     checks.check_recorded(spec, root, spec.runs(root))  # the same settings: reused
     _recorded_run(spec, root, "fgm-eps0.5-seed0", **{"train.lr": 0.0005, "data.train_limit": 256})
-    _recorded_run(spec, root, "none-seed3", **{"train.lr": 0.0005})
+    _recorded_run(spec, root, "fgm-eps1-seed0", **{"train.lr": 0.0005})
     with pytest.raises(SpecError) as err:
         checks.check_recorded(spec, root, spec.runs(root))
     text = str(err.value)
@@ -208,9 +210,10 @@ def test_the_summary_counts_stopped_and_failed_evaluations_and_says_whether_the_
 
 @pytest.fixture(scope="module")
 def studied(tiny_folder, tmp_path_factory):
-    """A study with a black-box source, run once on the local engine, one thread per job."""
+    """A study with a black-box source and a fixed target, run once on the local engine, one thread
+    per job: clean, the source, FGM-AT at its table value and at a curve value."""
     folder = tmp_path_factory.mktemp("checked")
-    spec = load(_write(folder, SPEC), dataset=f"folder:{tiny_folder}")
+    spec = load(_write(folder, SPEC.replace("LOGS", str(folder / "logs"))), dataset=f"folder:{tiny_folder}")
     root, lines = folder / "root", []
     assert run_study(spec, str(root), Options("local", None, 1, 0), say=lines.append) == 0, "\n".join(lines)
     return spec, root, lines
@@ -219,39 +222,44 @@ def studied(tiny_folder, tmp_path_factory):
 @pytest.mark.slow
 def test_an_unchanged_study_evaluates_nothing_again(studied):
     spec, root, lines = studied
-    assert any(line.startswith("training: 3 run(s) to train, 0 finished") for line in lines)
-    assert any(line.startswith("training: about 0.00 h") and "3 run(s) without an estimate" in line for line in lines)
-    assert "; report written;" in lines[-1] and "2 evaluated, 0 failed, 0 stopped" in lines[-1]
+    assert any(line.startswith("training: 4 run(s) to train, 0 finished") for line in lines)
+    assert "training: no estimate yet: no run under the root trains like these" in lines
+    assert "; report written;" in lines[-1] and "3 evaluated, 0 failed, 0 stopped" in lines[-1]
     for _ in range(2):
         again = []
         assert run_study(spec, str(root), Options("local", None, 1, 0), say=again.append) == 0, "\n".join(again)
-        assert "evaluation: 0 run(s) to evaluate, 2 evaluated" in again, "\n".join(again)
+        assert "evaluation: 0 run(s) to evaluate, 3 evaluated" in again, "\n".join(again)
         assert "0 evaluated, 0 failed" in again[-1] and "report written" in again[-1]
+        assert not [line for line in again if "copied, to commit" in line]  # the copies are up to date
 
 
 @pytest.mark.slow
-def test_a_driver_started_before_jobs_were_records_gets_the_same_keys_and_jobs(studied):
-    """The lead's long study keeps its driver across the upgrade: its job dicts and its key look-up
-    mean what they meant (the keys are the old formula's, so nothing is evaluated again)."""
-    import dataclasses
-    from study.evaluations import evaluation_keys, stored_key
-    spec, root, _ = studied
-    cfg = spec.eval_config(root)
-    options = {"match_benign": spec.matching["target"], "tolerance": spec.matching["tolerance"],
-               **{k: spec.report[k] for k in ("curve_test_limit", "figure2_epochs", "autoattack_complete",
-                                              "prior_reports")}}
-    keys = evaluation_keys(root, cfg, options)
-    assert keys == {name: stored_key(root, name) for name in keys} and len(keys) == 2
-    evaluation = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-    base = {"root": str(root), "cwd": os.getcwd(), "threads": 1}
-    job = Job.from_json({**base, "kind": "evaluate", "name": "fgm-eps0.5-seed0", "key": keys["fgm-eps0.5-seed0"],
-                         "eval": evaluation, "report": options})
-    assert job.work.key() == keys["fgm-eps0.5-seed0"] and job.work.table_match is not None
-    report = Job.from_json({**base, "kind": "report", "name": "report", "eval": evaluation, "report": options})
-    assert report.work.options == spec.report_config() and report.work.evaluation == cfg
-    run = spec.runs(root)[0]
-    train = Job.from_json({**base, "kind": "train", "name": run.name, "configs": spec.configs(run), "epochs": 2})
-    assert train.run_dir == run.planned.run_dir and train.epochs == 2
+def test_with_a_fixed_target_each_run_is_evaluated_soon_after_it_trains_and_its_log_copied(studied):
+    spec, root, lines = studied
+    assert [r.name for r in spec.runs(root)] == ["none-seed0", "none-seed3", "fgm-eps0.5-seed0",
+                                                "fgm-eps1-seed0"]  # the source right after the first clean run
+
+    def at(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    # Nothing is evaluated before the source finished; then each finished run is, before the next trains.
+    queued = at("evaluation of none-seed0: queued, ahead of the training still to do")
+    assert at("run none-seed3: done") < queued < at("evaluation of none-seed0: done") < \
+        at("run fgm-eps0.5-seed0: training on")
+    assert at("run fgm-eps0.5-seed0: done") < at("evaluation of fgm-eps0.5-seed0: done") < \
+        at("run fgm-eps1-seed0: training on")
+    assert at("run fgm-eps1-seed0: done") < at("evaluation of fgm-eps1-seed0: done")
+    assert "evaluation: 0 run(s) to evaluate, 3 evaluated" in lines  # nothing was left for the end
+    report = json.loads((root / "report" / "report.json").read_text())
+    # The spec's table value, though eps 1.0 has as many seeds (one) as eps 0.5.
+    assert [r["run"] for r in report["table"]["fgm"]["rows"]] == ["fgm-eps0.5-seed0"]
+    logs = Path(spec.report["training_logs"])
+    for name in ("none-seed0", "none-seed3", "fgm-eps0.5-seed0", "fgm-eps1-seed0"):
+        assert (logs / name / "metrics.jsonl").read_bytes() == (root / name / "metrics.jsonl").read_bytes()
+        assert json.loads((logs / name / "config.json").read_text())["settings"]["train.seed"] in (0, 3)
+    for name in ("none-seed0", "fgm-eps0.5-seed0", "fgm-eps1-seed0"):  # the source is not evaluated itself
+        assert (logs / name / f"evaluated-{name}.json").read_bytes() == record_path(root, name).read_bytes()
+    assert not (logs / "none-seed3" / "evaluated-none-seed3.json").exists()
 
 
 @pytest.mark.slow
@@ -274,7 +282,8 @@ def test_a_failed_evaluation_is_counted_its_dependents_wait_and_no_report_is_mad
     assert f"evaluation of {first}: failed" in text
     assert "evaluation of fgm-eps0.5-seed0: not started (its black-box attacks read the source's adversarials" in text
     assert "report: not made: 1 evaluation(s) failed" in text
-    assert "0 evaluated, 1 failed, 0 stopped, 1 not started; report not made" in lines[-1]
+    # the curve point's evaluation reads no source adversarials: it runs
+    assert "1 evaluated, 1 failed, 0 stopped, 1 not started; report not made" in lines[-1]
 
 
 @pytest.mark.slow
