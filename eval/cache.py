@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import writes
+from training import lock, writes
 
 TMP_PREFIX = "tmp-"
 _HINT = "free space and give the same command: the attacks already cached are not run again"
@@ -89,15 +89,7 @@ def remove_partial_writes(folder: Path) -> None:
         return
     for name in names:
         found = _TMP_NAME.match(name)
-        if found and found["host"] == host and (int(found["pid"]) == me or not _alive(int(found["pid"]))):
+        if found and found["host"] == host and (int(found["pid"]) == me or not lock.alive(int(found["pid"]))):
             Path(folder, name).unlink(missing_ok=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
     return True

@@ -7,6 +7,7 @@ answers for a study running on a cluster from any machine that mounts its root.
 """
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import data
@@ -43,10 +44,28 @@ def show_status(spec: Spec, root: str, say=print) -> None:
         left += hours or 0.0
         say(f"[{i}/{len(runs)}] {run.name}: {text}")
     evaluated = sorted(p.name for p in (root_path / jobs.STATE_DIR).glob("evaluated-*.json"))
+    evaluating = _evaluating(root_path)
     driver = lock.holder(root_path / jobs.STATE_DIR) if (root_path / jobs.STATE_DIR).is_dir() else None
     report = root_path / "report" / "report.md"
     say(f"status: {finished} of {len(runs)} run(s) trained, {running} running now, about {left:.2f} h of training "
         f"left" + (f" and {unknown} run(s) without an estimate" if unknown else "") + f" (at the runs' step rates, "
-        f"one job at a time; divide by the jobs that run at once); {len(evaluated)} run(s) evaluated; report "
+        f"one job at a time; divide by the jobs that run at once); {len(evaluated)} run(s) evaluated"
+        + (f", evaluating {', '.join(evaluating)} now" if evaluating else "") + "; report "
         + (f"at {report}" if report.exists() else "not written yet")
         + (f"; the study's driver is {driver}" if driver else "; no driver is running"))
+
+
+def _evaluating(root: Path) -> list[str]:
+    """The runs whose evaluation a live process is running (its job state says so; on this host its
+    PID is checked, a state left by a killed process is not counted)."""
+    names = []
+    for path in sorted((root / jobs.STATE_DIR).glob("evaluate-*.json")):
+        name = path.stem[len("evaluate-"):]
+        state = jobs.read_state(root, "evaluate", name) or {}
+        if state.get("state") != "running":
+            continue
+        if state.get("host") == socket.gethostname() and not lock.alive(int(state.get("pid") or 0)):
+            continue
+        names.append(name)
+    return names
+

@@ -297,3 +297,21 @@ def test_status_says_a_held_run_without_a_checkpoint_started_and_names_the_drive
     line = next(s for s in said if "none-seed0:" in s)
     assert "started, no checkpoint yet" in line and "running now (PID" in line and "not started" not in line
     assert f"the study's driver is PID {os.getpid()}" in said[-1]
+
+
+def test_status_names_the_evaluations_a_live_process_runs(tmp_path):
+    import socket
+    from study.status import show_status
+    spec = load(_write(tmp_path, SPEC), dataset="folder:/never-read")
+    root = tmp_path / "root"
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    for name, pid in (("none-seed0", os.getpid()), ("fgm-eps0.5-seed0", dead)):  # the second was killed
+        path = jobs.state_path(root, "evaluate", name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"state": "running", "pid": pid, "host": socket.gethostname()}))
+    said = []
+    show_status(spec, str(root), say=said.append)
+    assert "0 run(s) evaluated, evaluating none-seed0 now; report not written yet" in said[-1]

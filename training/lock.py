@@ -130,3 +130,16 @@ def file_system(path: Path) -> tuple[str, str]:
     except OSError:
         pass
     return best
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (another user's process counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
