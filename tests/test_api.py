@@ -370,18 +370,22 @@ def test_train_model_returns_the_averaged_model_whose_evaluation_gives_the_runs_
 
 
 @pytest.mark.slow
-def test_train_model_resumes_a_stopped_run_to_the_same_weights(tmp_path):
+def test_train_model_resumes_a_stopped_run_to_the_same_weights_and_verbose_0_prints_nothing(tmp_path, capsys):
     from training import train_model
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), np.arange(64) % 3
-    quiet = dict(say=lambda *_: None, epochs=2, batch_size=16, eps=0.5, pgd_steps=2, seed=4)
+    quiet = dict(verbose=0, epochs=2, batch_size=16, eps=0.5, pgd_steps=2, seed=4)
     keras.utils.set_random_seed(0)
     model = _tiny_model(outputs=3)
     whole = train_model(model, "pgd", (x, y), (x[:16], y[:16]), run_dir=str(tmp_path / "whole"), **quiet)
     part = train_model(model, "pgd", (x, y), (x[:16], y[:16]), run_dir=str(tmp_path / "parts"),
                        stop_after_steps=3, **quiet)
+    assert capsys.readouterr().out == ""  # no lines, no progress bar
     assert part.record.step == 3 and not part.record.finished
-    rest = train_model(model, "pgd", (x, y), (x[:16], y[:16]), run_dir=str(tmp_path / "parts"), **quiet)
+    rest = train_model(model, "pgd", (x, y), (x[:16], y[:16]), run_dir=str(tmp_path / "parts"),
+                       **{**quiet, "verbose": 1})
+    said = capsys.readouterr().out
+    assert "epoch 2/2" in said and "loss" in said  # its lines and Keras's progress bar
     assert rest.record.step == whole.record.step == 8
     for a, b in zip(whole.model.get_weights(), rest.model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
@@ -408,6 +412,7 @@ def test_bad_data_to_train_model_names_the_problem(tmp_path, data, match):
     (lambda: _tiny_model(outputs=3), {"c_l": 50}, "'c_l' is not a setting of training, of the run or of --defense fgm"),
     (lambda: _tiny_model(outputs=3), {"eps": 0}, r"eps must be a number > 0 .*eps 0 would train with no attack"),
     (lambda: _tiny_model(outputs=3), {"eps": -0.5}, r"eps must be a number > 0"),
+    (lambda: _tiny_model(outputs=3), {"verbose": 2}, r"verbose must be 0 \(silent\) or 1"),
     (SubclassedNet, {}, r"SubclassedNet.from_config\(model.get_config\(\)\); that failed .*\*\*kwargs"),
 ])
 def test_bad_settings_and_models_to_train_model_are_refused_before_anything_is_written(tmp_path, model, settings,

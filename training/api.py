@@ -94,7 +94,7 @@ def _averaged_model(template, record):
 
 def train_model(model, defense: str, train_data, test_data, *, run_dir: str, epochs: int = 10,
                 batch_size: int = 128, lr: float = 5e-4, seed: int = 0, augment: str = "none",
-                name: str = "arrays", say=print, **settings) -> TrainedModel:
+                name: str = "arrays", verbose: int = 1, say=print, **settings) -> TrainedModel:
     """Trains a copy of ``model`` with ``defense`` (none, fgm, pgd, fgsm_rs, trades, pgn, l2l, rvs) on
     ``train_data`` and measures each epoch on ``test_data``; returns TrainedModel(model, record).
 
@@ -102,7 +102,8 @@ def train_model(model, defense: str, train_data, test_data, *, run_dir: str, epo
     ``settings``: any setting of the defense, of training or of the run directory by its flag name
     (``eps=0.5``, ``c_l=50``, ``ema_decay=0.998``, ``stop_after_steps=100``, ``overwrite=True``;
     docs/defenses.md and docs/training.md list them). ``augment``: none, shift or flip_shift.
-    ``say``: where progress lines go (``say=lambda *_: None`` for none)."""
+    ``verbose``: 1 prints each epoch's lines and progress bar, 0 prints nothing (as in
+    ``evaluate_model``). ``say``: where the lines go when ``verbose`` is 1."""
     import data
     from models.user_model import check_model
     from training.config import DefenseConfig, RunConfig, TrainConfig
@@ -111,6 +112,8 @@ def train_model(model, defense: str, train_data, test_data, *, run_dir: str, epo
 
     if defense not in NAMES:
         raise ValueError(f"unknown defense {defense!r}: choose one of {', '.join(NAMES)}")
+    if isinstance(verbose, bool) or verbose not in (0, 1):
+        raise ValueError(f"verbose must be 0 (silent) or 1 (each epoch's lines and progress bar), got {verbose!r}")
     if not hasattr(model, "count_params") or not callable(model):
         raise ValueError("model must be a Keras model (images in [0, 1] -> logits)")
     settings = {k: v.item() if isinstance(v, np.generic) else v for k, v in settings.items()}  # JSON-ready
@@ -136,5 +139,6 @@ def train_model(model, defense: str, train_data, test_data, *, run_dir: str, epo
     defense_cfg = DefenseConfig(defense, **pick("defense"))
     run_cfg = RunConfig(run_dir=str(run_dir), **pick("run"))
     record = train(data_cfg, train_cfg, defense_cfg, run_cfg, flags={"api": "training.train_model", **settings},
-                   say=say, classifier=model, dataset=dataset)
+                   say=say if verbose else (lambda *_: None), classifier=model, dataset=dataset,
+                   progress=bool(verbose))
     return TrainedModel(_averaged_model(model, record), record)

@@ -59,12 +59,13 @@ class TrainResult:
 
 def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: DefenseConfig,
           run_cfg: RunConfig, flags: dict | None = None, say=print, classifier: keras.Model | None = None,
-          dataset: data.Dataset | None = None) -> TrainResult:
+          dataset: data.Dataset | None = None, progress: bool = True) -> TrainResult:
     """Trains (or resumes) one run; raises ValueError subclasses for bad input before writing.
 
     ``classifier``: a user's Keras model to train instead of Table 1's (copied: the model given is
     not changed; ``train_cfg.width`` then means nothing); ``dataset``: data already in memory
-    instead of loading ``data_cfg.dataset`` (training/api.py builds both for ``train_model``)."""
+    instead of loading ``data_cfg.dataset`` (training/api.py builds both for ``train_model``);
+    ``progress``: Keras's progress bar on stdout each epoch (``say`` gets every other line)."""
     for cfg in (train_cfg, defense_cfg, run_cfg):
         cfg.validate()
     defense_cfg = defense_cfg.resolved()  # the radius the run records and trains with
@@ -91,7 +92,7 @@ def train(data_cfg: data.DataConfig, train_cfg: TrainConfig, defense_cfg: Defens
         if chief:  # one writer per run directory: a second process is refused before it reads anything
             held.enter_context(hold_lock(run_dir, f"--run_dir {run_dir}", _LOCKED_FIX))
         return _train_locked(data_cfg, train_cfg, defense_cfg, run_cfg, flags, say, run_dir, settings, strategy,
-                             chief, held, classifier, dataset)
+                             chief, held, classifier, dataset, progress)
 
 
 _DISK_HINT = "free space and give the same command: training resumes from its last checkpoint"
@@ -99,7 +100,7 @@ _LOCKED_FIX = "wait for it to finish or stop it (a lock left by a process that d
 
 
 def _train_locked(data_cfg, train_cfg, defense_cfg, run_cfg, flags, say, run_dir, settings, strategy, chief, held,
-                  classifier=None, dataset=None):
+                  classifier=None, dataset=None, progress=True):
     if chief:
         resuming = rundir.check_run_dir(run_dir, settings, run_cfg.overwrite, rundir.setting_defaults(
             data=data_cfg, train=train_cfg, defense=defense_cfg))
@@ -129,7 +130,7 @@ def _train_locked(data_cfg, train_cfg, defense_cfg, run_cfg, flags, say, run_dir
         if chief:  # a checkpoint that cannot be written fails now, in one line, not after an epoch
             writes.require_space(run_dir, session.checkpoint_bytes() + session.ema_bytes(), "a checkpoint",
                                  _DISK_HINT)
-        return session.run(say)
+        return session.run(say, progress)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -246,7 +247,7 @@ class _Session:
             return path.stat().st_size
         return int(sum(np.prod(v.shape) * 4 for v in self.ema.shadows["classifier"].weights) * 1.1) + 100_000
 
-    def run(self, say) -> TrainResult:
+    def run(self, say, show_progress: bool = True) -> TrainResult:
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
                                                   max_to_keep=self.run_cfg.max_checkpoints if self.chief else 1)
         start_step = int(self.step.numpy())
@@ -266,7 +267,7 @@ class _Session:
                 recovered = self._recover_epoch_end(log, say)
                 epoch_records = [recovered] if recovered else []
                 if not (recovered and self._reached_benign(recovered)):
-                    epoch_records += self._epochs(log, say, start_step)
+                    epoch_records += self._epochs(log, say, start_step, show_progress)
             step = int(self.step.numpy())
             if step >= self.total_steps:
                 log.event(step, "finished", {"epochs": self.train_cfg.epochs})
@@ -296,7 +297,7 @@ class _Session:
     def _reached_benign(self, record: dict) -> bool:
         return bool(self.run_cfg.stop_at_benign) and record["test_acc"] >= self.run_cfg.stop_at_benign
 
-    def _epochs(self, log: RunLog, say, start_step: int) -> list[dict]:
+    def _epochs(self, log: RunLog, say, start_step: int, show_progress: bool = True) -> list[dict]:
         cfg, run_cfg = self.train_cfg, self.run_cfg
         records = []
         last_save = time.monotonic()
@@ -311,7 +312,8 @@ class _Session:
                 skip_batches=skip if epoch == first_epoch else 0))
             say(f"epoch {epoch + 1}/{cfg.epochs}")
             # A bar with ETA on a terminal; one line per epoch in a log file (Keras would redraw it).
-            progress = keras.utils.Progbar(self.steps_per_epoch, verbose=1 if sys.stdout.isatty() else 2)
+            progress = keras.utils.Progbar(self.steps_per_epoch, verbose=(1 if sys.stdout.isatty() else 2)
+                                           if show_progress else 0)
             epoch_window, log_window = MetricWindow(), MetricWindow()
             epoch_started = time.perf_counter()
             timing = {"partial": epoch == first_epoch and skip > 0,  # resumed mid-epoch: part of an epoch
