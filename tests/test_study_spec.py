@@ -91,7 +91,7 @@ def test_the_shipped_studies_load_and_find_the_committed_reproductions_runs():
     c100 = load(ROOT / "studies" / "cifar100.toml")
     assert c100.dataset.startswith("npz:") and c100.report_config().dataset_label == "CIFAR-100 (npz copy)"
     names = [r.name for r in c100.runs(Path("R"))]
-    assert names[:6] == ["none-seed0", "none-seed3", "fgm-eps0.02-seed0", "pgd-eps0.02-seed0", "pgn-c_l50-seed0",
+    assert names[:6] == ["none-seed0", "none-seed3", "fgm-eps0.02-seed0", "pgn-c_l50-seed0", "pgd-eps0.02-seed0",
                          "pgn-pgn_grad_scaleunit-c_l50-seed0"]  # the clean runs first: the target, the source
     assert len(names) == 22 and c100.source_name() == "none-seed3"
 
