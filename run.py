@@ -318,12 +318,29 @@ def _used_flags() -> dict:
 def _report():
     from study.report import build_report
     try:
-        cfg = _report_config()
-        build_report(FLAGS.root, _eval_config(), cfg.match_benign, cfg.match_tolerance, cfg.curve_test_limit,
+        cfg, evaluation = _report_config(), _eval_config()
+        if FLAGS.spec:  # a study's report of the runs finished so far, with the study's settings
+            cfg, evaluation = _spec_report_settings()
+        build_report(FLAGS.root, evaluation, cfg.match_benign, cfg.match_tolerance, cfg.curve_test_limit,
                      figure2_epochs=cfg.figure2_epochs, autoattack_complete=cfg.autoattack_complete,
                      prior_reports=cfg.prior_report, dataset_label=cfg.dataset_label, table_names=cfg.table_runs)
     except ValueError as err:
         _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+def _spec_report_settings() -> tuple[ReportConfig, EvalConfig]:
+    """--mode report --spec FILE: the report and evaluation settings the study's own report uses."""
+    from study.spec import SpecError, load
+    given = [f"--{f.name}" for f in (*dataclasses.fields(ReportConfig), *dataclasses.fields(EvalConfig))
+             if f.name in FLAGS and FLAGS[f.name].present]
+    if given:
+        _fail(f"--mode report --spec takes its settings from {FLAGS.spec}, not {given[0]}")
+    try:
+        spec = load(FLAGS.spec, FLAGS.dataset if FLAGS["dataset"].present else None)
+    except SpecError as err:
+        _fail(str(err))
+    from pathlib import Path
+    return spec.report_config(), spec.eval_config(Path(FLAGS.root or ".").absolute())
 
 
 def _study():

@@ -231,6 +231,15 @@ def test_an_unchanged_study_evaluates_nothing_again(studied):
         assert "evaluation: 0 run(s) to evaluate, 3 evaluated" in again, "\n".join(again)
         assert "0 evaluated, 0 failed" in again[-1] and "report written" in again[-1]
         assert not [line for line in again if "copied, to commit" in line]  # the copies are up to date
+    # The report alone, with the study's settings (as while a study trains): it finds every evaluation stored.
+    report = root / "report" / "report.json"
+    table = json.loads(report.read_text())["table"]
+    report.unlink()
+    made = run_py("--mode", "report", "--spec", str(spec.path), "--root", str(root), "--dataset", spec.dataset)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert json.loads(report.read_text())["table"] == table and "evaluating" not in made.stdout
+    assert_one_line_error(run_py("--mode", "report", "--spec", str(spec.path), "--root", str(root), "--test_limit",
+                                 "9"), "takes its settings from", "--test_limit")
 
 
 @pytest.mark.slow
