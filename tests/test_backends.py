@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backend_worker import SETTINGS, tiny_model_and_images  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("test_backends")  # one worker: its module fixtures are made once
+
 
 def run_backend(backend, tmp_path, *args):
     out = tmp_path / f"{backend}-{'-'.join(args) or 'default'}.npz"

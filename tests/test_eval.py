@@ -16,6 +16,8 @@ from training.loop import train
 from training.rundir import RunDirError
 from tests.test_cli import assert_one_line_error, run_py
 
+pytestmark = pytest.mark.xdist_group("test_eval")  # one worker: its module fixtures are made once
+
 FAST = dict(mim_iters=5, deepfool_iters=20, cw_iters=10, cw_binary_steps=2, masking_iters=5, batch_size=64)
 
 

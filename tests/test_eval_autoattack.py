@@ -16,6 +16,8 @@ from eval.config import AUTOATTACK_FIXED, AUTOATTACK_PARTS, EvalConfig
 from eval.evaluate import evaluate
 from eval.metrics import Outcome
 
+pytestmark = pytest.mark.xdist_group("test_eval_autoattack")  # one worker: its module fixtures are made once
+
 SMALL_AA = dict(attacks=("fgm", "mim", "autoattack"), mim_iters=5, masking_iters=3, batch_size=32,
                 autoattack_version="custom", autoattack_attacks=("apgd-ce", "apgd-t", "square"),
                 autoattack_iters=5, autoattack_square_queries=20, autoattack_curve=(0.5, 4.0))

@@ -18,6 +18,8 @@ from training import rundir
 from study.sweep import Sweep, dry_run, is_finished, progress, run_sweep
 from tests.test_cli import assert_one_line_error, run_py
 
+pytestmark = pytest.mark.xdist_group("test_study")  # one worker: its module fixtures are made once
+
 QUIET = dict(say=lambda *_: None)
 FAST = dict(mim_iters=5, deepfool_iters=20, cw_iters=10, cw_binary_steps=2, masking_iters=5, batch_size=64)
 

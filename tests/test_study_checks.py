@@ -18,6 +18,8 @@ from study.spec import SpecError, load
 from tests.test_cli import assert_one_line_error, run_py
 from training import lock, rundir
 
+pytestmark = pytest.mark.xdist_group("test_study_checks")  # one worker: its module fixtures are made once
+
 SPEC = """
 [study]
 seeds = [0]

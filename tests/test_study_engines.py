@@ -24,7 +24,7 @@ from study.status import show_status
 from training import rundir
 from tests.test_cli import ROOT, assert_one_line_error
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_study_engines")]  # one worker: its module fixtures are made once
 KILLED = "fgm-eps0.5-seed0"
 LOST = "none-seed0"
 SPEC = """
