@@ -155,6 +155,15 @@ def stored_key(root: str | Path, name: str) -> str | None:
         return None
 
 
+def read_record(root: str | Path, name: str) -> RunEvaluation | None:
+    """The evaluation record stored for run ``name``, whatever its key (None: none, unreadable, or of
+    another version): what a run whose weights are gone still says of itself."""
+    try:
+        return RunEvaluation.from_json(json.loads(record_path(root, name).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def stored(root: str | Path, job: EvaluationJob, key: str) -> RunEvaluation | None:
     """The record stored for ``job`` if its key is ``key``; None otherwise (none, another key, a
     record of another version, a damaged file: all mean "evaluate it")."""

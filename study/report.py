@@ -23,7 +23,8 @@ from pathlib import Path
 from eval import autoattack_eval
 from eval.config import EvalConfig
 from study import report_curves, report_markdown, report_prior, report_protocol, verdicts
-from study.evaluations import EXTRA_ATTACKS, TABLE_ATTACKS, Context, evaluated, jobs_for, report_attacks, subset
+from study.evaluations import (EXTRA_ATTACKS, TABLE_ATTACKS, Context, evaluated, jobs_for, read_record,
+                               report_attacks, subset)
 from study.matching import epoch_records
 from study.plan import Plan, StudyRun, discover, make_plan, recorded_subsets
 from study.plan import group, spaced, table_point  # noqa: F401 (callers read them here, as before plan.py)
@@ -73,6 +74,7 @@ def build_report(root: str, cfg: EvalConfig, match_benign: str = "lowest", toler
     results = {}
     for job in jobs_for(plan, cfg, curve_test_limit, autoattack_complete):
         results[job.name] = evaluated(root, job, say, context)
+    results.update(_records_without_weights(root, plan, say))
     report = assemble(plan, results, priors, protocol)
     report["protocol"]["recorded_benign_subsets"] = subsets
     return write_report(Path(root) / REPORT_DIR, report, started, say)
@@ -111,6 +113,24 @@ def _check_subsets(plan: Plan, say) -> dict:
     return subsets
 
 
+def _records_without_weights(root: str, plan: Plan, say) -> dict:
+    """{run: its stored evaluation record} for the runs whose weights are gone (a lost machine; their
+    logs and records restored from the committed copies, ``study.runner.restore_logs``), where the
+    record attacked the epoch this plan matches: they stand as evaluated."""
+    found = {}
+    for member in plan.runs:
+        record = None if member.has_weights else read_record(root, member.run.name)
+        if record is None:
+            continue
+        epoch = record.table_row.get("epoch") if record.table_row else None
+        if member.run.name in plan.matches and epoch != plan.table_epoch(member):
+            say(f"{member.run.name}: its stored evaluation attacked epoch {epoch}, this report matches epoch "
+                f"{plan.table_epoch(member)}, and its weights are gone: left to an earlier report, if any")
+            continue
+        found[member.run.name] = record
+    return found
+
+
 def assemble(plan: Plan, results: dict, priors: list, protocol: dict) -> dict:
     """The report's numbers from the plan and each run's evaluation record (``results``: run name
     -> RunEvaluation), an earlier report's standing in for runs without weights."""
@@ -119,7 +139,7 @@ def assemble(plan: Plan, results: dict, priors: list, protocol: dict) -> dict:
         rows = []
         for member in members:
             match = plan.matches[member.run.name].record()
-            if member.has_weights:
+            if member.run.name in results:
                 rows.append({"run": member.run.name, "seed": member.seed, "match": match,
                              **results[member.run.name].table_row})
             else:
@@ -143,7 +163,7 @@ def assemble(plan: Plan, results: dict, priors: list, protocol: dict) -> dict:
 
 
 def _curve_point(member: StudyRun, results: dict, priors: list) -> dict:
-    cw = results[member.run.name].curve_cw if member.has_weights else \
+    cw = results[member.run.name].curve_cw if member.run.name in results else \
         report_prior.curve_point(priors, member.run.run_dir)["cw"]
     return {"defense": member.defense, "group": member.group, "swept": member.swept, "value": member.value,
             "seed": member.seed, "run": member.run.name, "benign_accuracy": member.final_accuracy, "cw": cw,
@@ -154,7 +174,7 @@ def _figure2(plan: Plan, results: dict, priors: list) -> list[dict]:
     first = plan.figure2
     if first is None:
         return []
-    if not first.has_weights:
+    if first.run.name not in results:
         return report_prior.over_epochs(priors, first.run.run_dir, plan.figure2_epochs)
     return [{"epoch": p["epoch"], "benign_accuracy": first.accuracies[p["epoch"]], "cw": p["cw"]}
             for p in results[first.run.name].figure2]

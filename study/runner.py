@@ -321,10 +321,23 @@ def _label(job: Job) -> str:
 
 
 def restore_logs(spec: Spec, root: Path, say=print) -> None:
-    """The runs an earlier report evaluated (``report.prior_reports``) that ``root`` lacks, back as
-    their committed training logs (``report.training_logs``): finished runs whose weights are
-    gone, which the study does not train again and whose numbers that report keeps."""
+    """The runs ``root`` lacks that were evaluated, back as their committed training logs
+    (``report.training_logs``): finished runs whose weights are gone, which the study does not
+    train again. Those an earlier report evaluated (``report.prior_reports``) keep that report's
+    numbers; those whose evaluation record was committed beside their log (``copy_log``: a machine
+    lost mid-study) keep that record."""
     logs = spec.report["training_logs"]
+    for record in sorted(Path(logs).glob(f"*/{record_path(root, '*').name}")) if logs else []:
+        name = record.parent.name
+        if record.name == record_path(root, name).name and not (root / name).exists() and \
+                (record.parent / rundir.CONFIG_FILE).exists():
+            (root / name).mkdir(parents=True)
+            for path in (record.parent / rundir.CONFIG_FILE, record.parent / rundir.METRICS_FILE):
+                shutil.copyfile(path, root / name / path.name)
+            record_path(root, name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(record, record_path(root, name))
+            say(f"{root / name}: the training log and evaluation of run {name}, committed in {logs} (its weights "
+                f"are gone)")
     for prior in spec.report["prior_reports"]:
         try:
             previous = json.loads(Path(prior).read_text())

@@ -274,6 +274,30 @@ def test_with_a_fixed_target_each_run_is_evaluated_soon_after_it_trains_and_its_
 
 
 @pytest.mark.slow
+def test_a_lost_machine_costs_only_the_runs_without_a_committed_evaluation(studied, tmp_path):
+    """A new machine, an empty root: the runs whose log and evaluation record were committed
+    (``[report] training_logs``) are restored as finished, weightless runs and keep their numbers;
+    only the black-box source, which has no record of its own, trains again."""
+    import shutil
+    spec, root, _ = studied
+    logs = shutil.copytree(spec.report["training_logs"], tmp_path / "logs")  # this test's copy of the commits
+    path = _write(tmp_path, spec.path.read_text().replace(spec.report["training_logs"], str(logs)))
+    spec = load(path, dataset=spec.dataset)
+    fresh, lines = tmp_path / "fresh", []
+    assert run_study(spec, str(fresh), Options("local", None, 1, 0), say=lines.append) == 0, "\n".join(lines)
+    restored = sorted(line.split("evaluation of run ")[1].split(",")[0] for line in lines
+                      if "the training log and evaluation of run" in line)
+    assert restored == ["fgm-eps0.5-seed0", "fgm-eps1-seed0", "none-seed0"]
+    assert "training: 1 run(s) to train, 3 finished" in lines and "run none-seed3: done (trained)" in "\n".join(lines)
+    assert not (fresh / "none-seed0" / rundir.EMA_WEIGHTS_FILE).exists()
+    before, after = (json.loads((r / "report" / "report.json").read_text()) for r in (root, fresh))
+    for group in ("none", "fgm"):
+        for old, new in zip(before["table"][group]["rows"], after["table"][group]["rows"], strict=True):
+            assert new["run"] == old["run"] and new["attacks"] == old["attacks"] and new["match"] == old["match"]
+    assert [p["cw"] for p in after["curve_points"]] == [p["cw"] for p in before["curve_points"]]
+
+
+@pytest.mark.slow
 def test_a_failed_evaluation_is_counted_its_dependents_wait_and_no_report_is_made(studied):
     spec, root, _ = studied
     first = "none-seed0"  # Table 2's first run (clean first): its evaluation crafts the source's adversarials
