@@ -61,6 +61,17 @@ class Progress:
         print(f"  {done}/{self.total} examples, {duration(elapsed)}{tail}", file=self.out, flush=True)
 
 
+def interrupted(error: BaseException) -> bool:
+    """Whether ``error`` is, or was caused by, a KeyboardInterrupt (Ctrl-C or the SIGTERM handler)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 @contextlib.contextmanager
 def stoppable(cleanup=lambda: None, grace: float = GRACE_SECONDS, what: str = "evaluation"):
     """Makes the block stop within about ``grace`` seconds of SIGINT or SIGTERM (see the module
@@ -110,6 +121,13 @@ def stoppable(cleanup=lambda: None, grace: float = GRACE_SECONDS, what: str = "e
     except KeyboardInterrupt:
         announce()
         raise
+    except Exception as error:
+        # The handler's KeyboardInterrupt can land inside a C call (NumPy's __array__ while a batch
+        # becomes a tensor), which Python reports as a SystemError caused by it: still a stop.
+        if not interrupted(error):
+            raise
+        announce()
+        raise KeyboardInterrupt from error
     finally:
         done.set()
         signal.set_wakeup_fd(previous_fd)

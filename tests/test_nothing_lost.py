@@ -383,6 +383,25 @@ def test_an_evaluation_stops_on_ctrl_c_inside_an_attack_keeps_finished_attacks_a
             assert "fgm on run (24 examples)" not in text
 
 
+def test_an_interrupt_that_lands_inside_a_c_call_is_still_a_stop():
+    """Ctrl-C inside NumPy's __array__ reaches Python as a SystemError caused by the
+    KeyboardInterrupt; the evaluation still stops as from Ctrl-C (exit 130, not a traceback)."""
+    from eval.progress import stoppable
+
+    def convert():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise SystemError("<built-in method __array__> returned a result with an exception set") from interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with stoppable():
+            convert()
+    with pytest.raises(SystemError):  # any other SystemError is left as it is
+        with stoppable():
+            raise SystemError("not an interrupt")
+
+
 # -- 5. data and models that cannot mean what the user thinks ----------------------------------
 
 def test_a_class_with_training_images_but_no_test_images_is_named_and_refused(tmp_path):
