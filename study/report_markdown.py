@@ -9,10 +9,14 @@ from pathlib import Path
 from training import rundir
 
 from study import report_prior, report_protocol
-from study.published import PAPER_TABLE3
 from study.report_tables import (COST_COLUMNS, TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense,
                                  evaluation_cost, group_title, ordered_report, paired)
-from study.verdicts import BASELINES
+from study.published import PAPER_TABLE3
+from study.verdicts import BASELINES, paper_table
+
+# The paper's table beside ours: the columns both have, headed as ours are.
+PAPER_COLUMNS = tuple((key, heading) for key, heading, _ in TABLE_COLUMNS if key in PAPER_TABLE3["none"])
+
 
 def markdown(report: dict) -> str:
     report = ordered_report(report)
@@ -100,12 +104,14 @@ def _table2_section(report: dict) -> list[str]:
         "",
         *table2_lines(agg, columns),
     ]
-    lines += ["", "The paper's CIFAR-10 Table 3, for the shape of the result (full model, 200 epochs, all images):", "",
-              "| defense | FGM acc | MIM acc | DeepFool mean L2 | CW mean L2 | benign acc | s/epoch |",
-              "|---|---|---|---|---|---|---|"]
-    for defense, row in PAPER_TABLE3.items():
-        lines.append(f"| {_title(defense)} | " + " | ".join(f"{row[k]:g}" for k in (
-            "fgm_acc", "mim_acc", "deepfool_mean", "cw_mean", "benign", "seconds_per_epoch")) + " |")
+    paper = paper_table(report)
+    scale = "full model, 200 epochs, all training images" + (" (the paper's main table)" if paper.table == "Table 2" else "")
+    lines += ["", f"The paper's {paper.name} (FGM-AT and PGD-AT at eps {paper.eps:g}, PGN at c_L 50; {scale}), "
+              "for the shape of the result:", "",
+              "| defense | " + " | ".join(heading for _, heading in PAPER_COLUMNS) + " |",
+              "|---" * (len(PAPER_COLUMNS) + 1) + "|"]
+    for defense, row in paper.rows.items():
+        lines.append(f"| {_title(defense)} | " + " | ".join(f"{row[k]:g}" for k, _ in PAPER_COLUMNS) + " |")
     return lines
 
 

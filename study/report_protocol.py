@@ -12,6 +12,7 @@ import platform
 import time
 
 from study.matching import epoch_records
+from study.published import paper_for
 from training.rundir import git_state, package_versions
 
 
@@ -54,7 +55,8 @@ def protocol(cfg, dataset, runs, groups, target_spec, target, tolerance, attacks
     host = first.config.get("host", {})
     train_seconds = sum(r["seconds_per_epoch"] for m in runs for r in epoch_records(m.run.run_dir).values())
     return {
-        "dataset": dataset.name, "dataset_source": dataset.source,
+        "dataset": dataset.name, "dataset_source": dataset.source, "num_classes": int(dataset.num_classes),
+        "paper_table": paper_for(dataset.num_classes),  # the paper's table its numbers are set beside
         "train_images": first.config["dataset"].get("train_size"), "test_images": int(len(dataset.test_labels)),
         "width": settings["train.width"], "epochs": settings["train.epochs"], "batch_size": settings["train.batch_size"],
         "lr": settings["train.lr"], "augment": settings["data.augment"],

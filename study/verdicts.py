@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from study.published import PAPER_TABLE3
+from study.published import PAPER, PaperTable, rounded
 from study.report_tables import aggregate_table, base_defense, curve_by_defense, group_title, ordered_report, rho_at
 
 BASELINES = ("fgm", "pgd")
@@ -58,16 +58,27 @@ def assess(report: dict) -> list[dict]:
             overall = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
             claims.append({"claim": claim, "paper": paper, "ours": "; ".join(parts), "verdict": overall})
 
+    paper = paper_table(report)
     pgn_groups = [g for g in agg if base_defense(g) == "pgn"]  # the paper's PGN, then its variants
     for pgn in pgn_groups:
         name = _title(pgn)
+        where = f"({paper.table})"
         pairwise(f"{name}'s classifier needs larger CW-L2 perturbations (rho_cw) than FGM-AT's and PGD-AT's at "
-                 "the same benign accuracy (Tables 2-3).", "CIFAR-10 CW mean L2: PGN 0.437, FGM-AT 0.420, PGD-AT "
-                 "0.409; CIFAR-100: 0.262 vs 0.133 and 0.131.", "cw_mean", pgn, BASELINES)
-        pairwise(f"{name} keeps more accuracy under white-box FGM than FGM-AT and PGD-AT (Tables 2-3).",
-                 "CIFAR-10 FGM accuracy: PGN 0.653, FGM-AT 0.634, PGD-AT 0.626.", "fgm_acc", pgn, BASELINES)
-        pairwise(f"{name} keeps more accuracy under white-box MIM than FGM-AT and PGD-AT (Tables 2-3).",
-                 "CIFAR-10 MIM accuracy: PGN 0.596, FGM-AT 0.554, PGD-AT 0.543.", "mim_acc", pgn, BASELINES)
+                 f"the same benign accuracy {where}.", f"{paper.dataset} CW mean L2: {paper.values('cw_mean')}.",
+                 "cw_mean", pgn, BASELINES)
+        pairwise(f"{name}'s median CW-L2 perturbation is larger than FGM-AT's and PGD-AT's {where}.",
+                 f"{paper.dataset} CW median L2: {paper.values('cw_median')}.", "cw_median", pgn, BASELINES)
+        pairwise(f"{name}'s classifier needs larger DeepFool perturbations than FGM-AT's and PGD-AT's {where}.",
+                 f"{paper.dataset} DeepFool mean L2: {paper.values('deepfool_mean')}.", "deepfool_mean", pgn,
+                 BASELINES)
+        pairwise(f"{name} keeps more accuracy under white-box FGM than FGM-AT and PGD-AT {where}.",
+                 f"{paper.dataset} FGM accuracy: {paper.values('fgm_acc')}.", "fgm_acc", pgn, BASELINES)
+        pairwise(f"{name} keeps more accuracy under white-box MIM than FGM-AT and PGD-AT {where}.",
+                 f"{paper.dataset} MIM accuracy: {paper.values('mim_acc')}.", "mim_acc", pgn, BASELINES)
+        for key, attack in (("fgm_black", "FGM"), ("mim_black", "MIM")):
+            pairwise(f"{name} keeps more accuracy under black-box {attack} (crafted on an independently trained "
+                     f"clean network) than FGM-AT and PGD-AT {where}.",
+                     f"{paper.dataset} black-box {attack} accuracy: {paper.values(key)}.", key, pgn, BASELINES)
         if not math.isnan(agg[pgn]["autoattack_acc"][0]):
             pairwise(f"{name} keeps more accuracy under AutoAttack than FGM-AT and PGD-AT.",
                      "not measured (its claim that PGN is the more robust, judged by the field's standard "
@@ -79,20 +90,22 @@ def assess(report: dict) -> list[dict]:
                      "not measured.", "autoattack_standard_acc", pgn, BASELINES)
     for defense in ("fgm", "pgd", *pgn_groups):
         pairwise(f"{_title(defense)} raises rho_cw over clean training at the same benign accuracy.",
-                 f"CIFAR-10 CW mean L2: {_title(base_defense(defense))} "
-                 f"{PAPER_TABLE3[base_defense(defense)]['cw_mean']}, clean 0.174.", "cw_mean", defense, ("none",))
+                 f"{paper.dataset} CW mean L2: {paper.values('cw_mean', (base_defense(defense), 'none'))}.",
+                 "cw_mean", defense, ("none",))
     if "fgm" in agg and "pgd" in agg:
         diff, margin = compare(agg["fgm"]["cw_mean"], agg["pgd"]["cw_mean"], agg["fgm"]["counts"]["cw_mean"],
                                agg["pgd"]["counts"]["cw_mean"])
         same = abs(diff) <= max(0.0 if math.isnan(margin) else margin, 0.05 * agg["pgd"]["cw_mean"][0])
+        fgm, pgd = paper.value("fgm", "cw_mean"), paper.value("pgd", "cw_mean")
         claims.append({"claim": "Under this L2 threat model FGM-AT and PGD-AT end up about equally robust.",
-                       "paper": "CIFAR-10 CW mean L2 0.420 vs 0.409 (3% apart).",
+                       "paper": f"{paper.dataset} CW mean L2 {rounded(fgm)} vs {rounded(pgd)} "
+                                f"({abs(fgm - pgd) / pgd:.0%} apart).",
                        "ours": f"FGM-AT {agg['fgm']['cw_mean'][0]:.3f} vs PGD-AT {agg['pgd']['cw_mean'][0]:.3f} "
                                f"(difference {diff:+.3f}, {_two_se(margin)}; about equal: within 5% or 2 SE)",
                        "verdict": ("supported" if same else "contradicted") +
                                   (" (one seed)" if math.isnan(margin) else "")})
     claims.extend(_curve_claim(report, pgn) for pgn in pgn_groups)
-    claims.append(_cost_claim(agg))
+    claims.append(_cost_claim(agg, paper))
     return [c for c in claims if c]
 
 
@@ -123,7 +136,7 @@ def _curve_claim(report: dict, pgn: str = "pgn") -> dict | None:
     if not verdicts:
         return None
     return {"claim": f"{name}'s robustness curve (benign accuracy against rho_cw) lies above FGM-AT's and PGD-AT's "
-                     "(Figure 5).", "paper": "Figure 5: PGN above both across the sweep.",
+                     "(Figure 5).", "paper": f"{paper_table(report).dataset} ({paper_table(report).curve_figure}): PGN above both across the sweep.",
             "ours": "; ".join(parts), "verdict": _both(verdicts)}
 
 
@@ -155,7 +168,13 @@ def _both(verdicts: list[str]) -> str:
     return "supported" if set(verdicts) == {"supported"} else "cannot be assessed"
 
 
-def _cost_claim(agg: dict) -> dict | None:
+def paper_table(report: dict) -> PaperTable:
+    """The paper's table the report's numbers are set beside (its protocol's; CIFAR-10's Table 3 for
+    reports made before the protocol named one)."""
+    return PAPER[(report.get("protocol") or {}).get("paper_table", "cifar10")]
+
+
+def _cost_claim(agg: dict, paper: PaperTable) -> dict | None:
     if not {"none", "pgn", "pgd"} <= set(agg):
         return None
     clean, pgn, pgd = (agg[d]["seconds_per_epoch"][0] for d in ("none", "pgn", "pgd"))
@@ -163,11 +182,17 @@ def _cost_claim(agg: dict) -> dict | None:
         return None
     ordered = clean < pgn < pgd
     return {"claim": "PGN trains much faster than PGD-AT (cost between clean and PGD-AT).",
-            "paper": "s/epoch on CIFAR-10: clean 8.3, PGN 52.2 (6.3x), PGD-AT 175.3 (21.1x); PGN/PGD 0.30.",
+            "paper": _paper_cost(paper),
             "ours": f"clean {clean:.1f}, PGN {pgn:.1f} ({pgn / clean:.1f}x), PGD-AT {pgd:.1f} ({pgd / clean:.1f}x); "
                     f"PGN/PGD {pgn / pgd:.2f} (an epoch's training steps at each run's median step rate, without the "
                     f"per-epoch evaluation and the compiling step)",
             "verdict": "supported" if ordered else "contradicted"}
+
+
+def _paper_cost(paper: PaperTable) -> str:
+    clean, pgn, pgd = (paper.value(d, "seconds_per_epoch") for d in ("none", "pgn", "pgd"))
+    return (f"s/epoch on {paper.dataset}: clean {clean:.1f}, PGN {pgn:.1f} ({pgn / clean:.1f}x), PGD-AT {pgd:.1f} "
+            f"({pgd / clean:.1f}x); PGN/PGD {pgn / pgd:.2f}.")
 
 
 def _two_se(margin: float) -> str:

@@ -341,7 +341,39 @@ def test_each_pgn_variant_is_judged_on_the_papers_claims_and_by_autoattack():
     assert verdicts["PGN (pgn_grad_scale=unit) keeps more accuracy under AutoAttack than FGM-AT and PGD-AT."] == \
         "supported"  # 0.05 over FGM-AT's, 2 SE 0.016
     assert verdicts["PGN (pgn_grad_scale=unit)'s classifier needs larger CW-L2 perturbations (rho_cw) than FGM-AT's "
-                    "and PGD-AT's at the same benign accuracy (Tables 2-3)."] == "inconclusive"
+                    "and PGD-AT's at the same benign accuracy (Table 3)."] == "inconclusive"
+
+
+def test_a_report_on_a_100_class_dataset_is_set_beside_the_papers_cifar100_table():
+    """The paper's main text measures on CIFAR-100 (Table 2, eps 0.02), its appendix on CIFAR-10
+    (Table 3, eps 0.1): a report's claims and its paper table are the dataset's, black-box included."""
+    from study import verdicts as claims
+    from study.published import paper_for
+
+    def row(seed, fgm, black, cw):
+        attack = {"white": {"accuracy": fgm}, "black": {"accuracy": black}}
+        return {"seed": seed, "benign_accuracy": 0.23, "seconds_per_epoch": 10.0, "masking_checks": [],
+                "match": {"epoch": 5, "difference": 0.0, "within_tolerance": True},
+                "attacks": {"fgm": attack, "mim": attack, "cw": {"white": {"mean_l2_all": cw, "median_l2_all": cw}}}}
+    table = {d: {"label": d, "rows": [row(s, fgm + 0.01 * s, black + 0.01 * s, cw) for s in range(3)]}
+             for d, fgm, black, cw in (("none", 0.10, 0.15, 0.10), ("fgm", 0.20, 0.18, 0.20),
+                                       ("pgd", 0.21, 0.19, 0.20), ("pgn", 0.15, 0.20, 0.12))}
+    assert paper_for(100) == "cifar100" and paper_for(10) == "cifar10" and paper_for(None) == "cifar10"
+    report = {"table": table, "curve_points": [], "protocol": {"paper_table": paper_for(100)}}
+    found = {c["claim"]: c for c in claims.assess(report)}
+    cw = found["PGN's classifier needs larger CW-L2 perturbations (rho_cw) than FGM-AT's and PGD-AT's at the same "
+               "benign accuracy (Table 2)."]
+    assert cw["paper"] == "CIFAR-100 CW mean L2: PGN 0.262, FGM-AT 0.133, PGD-AT 0.131." and cw["verdict"] == "contradicted"
+    black = found["PGN keeps more accuracy under black-box FGM (crafted on an independently trained clean network) "
+                  "than FGM-AT and PGD-AT (Table 2)."]
+    assert black["paper"] == "CIFAR-100 black-box FGM accuracy: PGN 0.643, FGM-AT 0.521, PGD-AT 0.516."
+    assert black["verdict"] == "mixed"  # 0.02 over FGM-AT's (2 SE 0.016), 0.01 over PGD-AT's: inconclusive
+    assert found["PGN's median CW-L2 perturbation is larger than FGM-AT's and PGD-AT's (Table 2)."]["verdict"] == \
+        "contradicted"
+    assert "FGM-AT and PGD-AT end up about equally robust" in " ".join(found)
+    assert all("CIFAR-10 " not in c["paper"] for c in found.values())
+    # a report made before the protocol named its table is compared with CIFAR-10's, as it was
+    assert "CIFAR-10 CW mean L2: PGN 0.437, FGM-AT 0.420" in claims.assess({"table": table, "curve_points": []})[0]["paper"]
 
 
 def test_table2_says_over_how_many_seeds_a_column_is_and_shows_one_value_without_a_spread():
