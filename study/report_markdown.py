@@ -98,7 +98,7 @@ def _table2_section(report: dict) -> list[str]:
         "## Table 2 at matched benign accuracy",
         "",
         "Mean ± std over seeds (*k of n*: over the k seeds evaluated so; one value alone: one seed). L2 means and medians are over every example the attack left misclassified "
-        "(the paper's rho, eq. 6), except *CW mean L2 (correct)*, over examples classified correctly before "
+        "(the paper's rho, eq. 6), except the *(correct)* columns, over examples classified correctly before "
         "the attack. s/epoch is an epoch's training steps at the run's median step rate (over training's "
         "logging windows), without the per-epoch evaluation and the compiling step.",
         "",
