@@ -350,3 +350,22 @@ def test_status_names_the_evaluations_a_live_process_runs(tmp_path):
     said = []
     show_status(spec, str(root), say=said.append)
     assert "0 run(s) evaluated, evaluating none-seed0 now; report not written yet" in said[-1]
+
+
+def test_status_gives_the_attack_hours_left_at_the_evaluated_runs_means(tmp_path):
+    from study.evaluations import RunEvaluation, store
+    from study.status import show_status
+    spec = load(_write(tmp_path, SPEC), dataset="folder:/never-read")
+    root = tmp_path / "root"
+    said = []
+    show_status(spec, str(root), say=said.append)
+    assert "0 run(s) evaluated; report" in said[-1]  # nothing to go by yet: no estimate
+    row = {"attacks": {"fgm": {"white": {"seconds": 60.0}}, "cw": {"white": {"seconds": 300.0}}},
+           "autoattack": {"seconds": {"clean": 0.1, "apgd-ce": 240.0}}}
+    store(root, RunEvaluation("none-seed0", "k", row, None))
+    said = []
+    show_status(spec, str(root), say=said.append)
+    # left: the table's fgm-eps0.5-seed0 at none-seed0's 600 s, the curve's fgm-eps1-seed0 at its CW's 300 s
+    assert "1 run(s) evaluated, about 0.2 h of attacks left (1 table run(s) at 10 min, 1 curve run(s) at 5 min: " \
+           "the evaluated runs' means)" in said[-1], said[-1]
+
