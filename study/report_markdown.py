@@ -11,7 +11,7 @@ from training import rundir
 from study import report_prior, report_protocol
 from study.report_tables import (COST_COLUMNS, TABLE_COLUMNS, aggregate_table, base_defense, curve_by_defense,
                                  evaluation_cost, group_title, ordered_report, paired)
-from study.published import PAPER_TABLE3
+from study.published import PAPER_TABLE3, rounded
 from study.verdicts import BASELINES, paper_table
 
 # The paper's table beside ours: the columns both have, headed as ours are.
@@ -111,7 +111,7 @@ def _table2_section(report: dict) -> list[str]:
               "| defense | " + " | ".join(heading for _, heading in PAPER_COLUMNS) + " |",
               "|---" * (len(PAPER_COLUMNS) + 1) + "|"]
     for defense, row in paper.rows.items():
-        lines.append(f"| {_title(defense)} | " + " | ".join(f"{row[k]:g}" for k, _ in PAPER_COLUMNS) + " |")
+        lines.append(f"| {_title(defense)} | " + " | ".join(rounded(row[k], 2 if k == "seconds_per_epoch" else 4) for k, _ in PAPER_COLUMNS) + " |")
     return lines
 
 
