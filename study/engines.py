@@ -255,9 +255,21 @@ class RayEngine:
         self.task = ray.remote(max_calls=1, max_retries=MAX_ATTEMPTS - 1, retry_exceptions=False, num_cpus=cpus,
                                num_gpus=gpus, scheduling_strategy="SPREAD")(_ray_job)
         self.running: dict = {}  # ObjectRef -> _Task
-        self.capacity = 10 ** 6  # Ray queues what does not fit
+        self.cpus, self.gpus = cpus, gpus
         if address is not None:
             self._check_shared_storage(data)
+
+    @property
+    def capacity(self) -> int:
+        """The jobs the cluster can run at once now (at least 1). The study keeps the rest in its
+        own queue rather than handing them to Ray, whose queue runs tasks in the order they came:
+        so an evaluation queued as a run finishes takes the next free slot, ahead of the training
+        still to do. (Read each time: nodes join and leave.)"""
+        total = self.ray.cluster_resources()
+        slots = total.get("CPU", 0.0) // self.cpus if self.cpus else float("inf")
+        if self.gpus:
+            slots = min(slots, total.get("GPU", 0.0) // self.gpus)
+        return int(max(1, min(slots, 10 ** 6)))
 
     @property
     def nodes(self) -> int:

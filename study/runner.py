@@ -64,6 +64,8 @@ def run_study(spec: Spec, root: str, options: Options, say=print) -> int:
         say("interrupted: stopping the running jobs (each saves its checkpoint); the same command resumes")
         for job, result in engine.stop():
             tally.ended(job, result)
+        for job in tally.queued:  # queued by the study, never handed to the engine
+            tally.ended(job, {"outcome": "not started"})
         code = 130
     finally:
         engine.close()
@@ -215,6 +217,7 @@ def _schedule(engine, todo: list[Job], tally: "_Tally", after=None) -> None:
     watch = _Watch(tally.say)
     for job in todo:
         tally.say(f"{_label(job)}: queued")
+    tally.queued = queue  # what a Ctrl-C leaves never started (run_study says so)
     while queue or running:
         while queue and len(running) < engine.capacity:
             job = queue.popleft()
@@ -233,6 +236,7 @@ def _schedule(engine, todo: list[Job], tally: "_Tally", after=None) -> None:
                 queue.appendleft(extra)
         for job in running.values():
             watch.update(job)
+    tally.queued = collections.deque()
 
 
 class _Watch:
@@ -270,6 +274,7 @@ class _Tally:
         self.skipped = self.failed = self.retried = 0
         self.seconds = self.cpu_seconds = 0.0
         self.started = False     # past the checks: a summary is due
+        self.queued: collections.deque = collections.deque()  # the jobs not yet handed to the engine
         self.report = "not made"
 
     @property
@@ -280,18 +285,20 @@ class _Tally:
         if isinstance(result, JobDied):
             result = {"outcome": "failed", "error": result.why}
         outcome = result.get("outcome", "failed")
+        outcome = "not started" if outcome == "cancelled" else outcome  # Ray's word for a task it never ran
         self.outcomes[f"{job.kind}:{outcome}"] += 1
         self.failed += outcome == "failed"
         self.seconds += result.get("seconds") or 0.0
         self.cpu_seconds += result.get("cpu_seconds") or 0.0
         if job.kind == "report":
-            self.report = {"reported": "written", "stopped": "stopped", "cancelled": "not made"}.get(outcome, outcome)
+            self.report = {"reported": "written", "stopped": "stopped", "not started": "not made"}.get(outcome, outcome)
         self.say(f"{_label(job)}: {_ended_text(job, result, outcome)}")
 
     def summary(self, wall_seconds: float) -> None:
         count = self.outcomes
         self.say(f"summary: {count['train:trained']} run(s) trained, {count['train:resumed']} resumed, {self.skipped} "
-                 f"already finished, {count['train:failed']} failed, {count['train:stopped']} stopped; "
+                 f"already finished, {count['train:failed']} failed, {count['train:stopped']} stopped"
+                 + (f", {count['train:not started']} not started" if count["train:not started"] else "") + "; "
                  f"{count['evaluate:evaluated']} evaluated, {count['evaluate:failed']} failed, "
                  f"{count['evaluate:stopped']} stopped"
                  + (f", {count['evaluate:not started']} not started" if count["evaluate:not started"] else "")
@@ -309,7 +316,7 @@ def _ended_text(job: Job, result: dict, outcome: str) -> str:
         return f"stopped{where} {at}; the same command resumes it"
     if outcome == "stopped":  # an evaluation keeps every attack it finished in the run's cache
         return f"stopped{where}; the same command runs it again, reusing the attacks it finished"
-    if outcome in ("cancelled", "not started"):
+    if outcome == "not started":
         return "not started" + (f" ({result['error']})" if result.get("error") else "") + "; the same command runs it"
     extra = f" from step {result['resumed_from']}" if outcome == "resumed" else ""
     return f"done ({outcome}{extra}){where} in {result.get('seconds', 0):.0f} s"

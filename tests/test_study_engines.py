@@ -185,8 +185,12 @@ def test_ray_tasks_get_the_drivers_code_and_are_placed_like_any_task(cluster, tm
     try:
         path, pythonpath, on_path = engine.ray.get(engine.ray.remote(num_cpus=1)(where).remote(), timeout=300)
         options = engine.task._default_options
+        # as many jobs at once as the nodes have CPUs for: the study queues the rest itself, so an
+        # evaluation queued as its run finishes goes ahead of the training still to do
+        slots = engine.capacity
     finally:
         engine.close()
+    assert slots == 2  # two one-CPU nodes (the head has none)
     assert not path.startswith(str(ROOT)) and "runtime_resources" in path, path
     assert str(ROOT) not in pythonpath.split(os.pathsep) and not on_path
     assert options["max_retries"] == engines.MAX_ATTEMPTS - 1 and options["retry_exceptions"] is False
