@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -244,6 +245,7 @@ class RayEngine:
             _probe_address(address)
         started = time.monotonic()
         held: dict = {}
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         try:  # Ray's C++ client prints a line per failed try: one line says why instead
             with native_stderr.held_back(show=lambda error: error is None, into=held), \
                     tempfile.TemporaryDirectory(prefix="study-code-") as code:  # uploaded by ray.init
@@ -251,6 +253,10 @@ class RayEngine:
                          runtime_env=runtime_env(Path(code)))
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:
             raise EngineError(_join_failed(address, err, held.get("text", ""))) from None
+        finally:  # ray.init puts its own C++ handler under SIGTERM (a stack dump, then death): `kill`
+            for number, handler in handlers.items():  # must stop the study as Ctrl-C does
+                if handler is not None and threading.current_thread() is threading.main_thread():
+                    signal.signal(number, handler)
         self.startup_seconds = time.monotonic() - started
         self.task = ray.remote(max_calls=1, max_retries=MAX_ATTEMPTS - 1, retry_exceptions=False, num_cpus=cpus,
                                num_gpus=gpus, scheduling_strategy="SPREAD")(_ray_job)

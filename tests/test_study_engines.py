@@ -172,6 +172,19 @@ def test_a_study_on_a_ray_cluster_survives_a_killed_worker_and_a_lost_node(spec,
                                                                                 "0 running now")
 
 
+def test_kill_stops_a_driver_on_ray_as_ctrl_c_does(cluster, tmp_path):
+    """ray.init puts a C++ handler of its own under SIGTERM (a stack dump, then death, leaving the
+    jobs no time to save a checkpoint); the engine gives the driver back its own handler."""
+    script = ("import os, signal, sys, time\nfrom pathlib import Path\nfrom study.engines import RayEngine\n"
+              "seen = []\nsignal.signal(signal.SIGTERM, lambda *_: seen.append('SIGTERM'))\n"
+              f"engine = RayEngine(Path({str(tmp_path)!r}), {cluster.address!r}, 1, 0)\n"
+              "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(0.5)\nengine.close()\nprint('handled:', seen)\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "handled: ['SIGTERM']", done.stderr[-2000:]
+
+
 def test_ray_tasks_get_the_drivers_code_and_are_placed_like_any_task(cluster, tmp_path):
     """``runtime_env``: a node needs no checkout at the driver's path (nor a PYTHONPATH naming one);
     Ray retries a task whose worker or node died, spread over the nodes, never pinned to one."""
