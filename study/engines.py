@@ -197,15 +197,16 @@ def _attempts_path(root: str, stem: str) -> Path:
     return Path(root) / jobs.STATE_DIR / "jobs" / f"{stem}.ray.json"
 
 
-def _ray_job(record: dict) -> dict:
+def _ray_job(record: dict, task: str) -> dict:
     """A job inside a Ray worker. Its attempts are counted in ``<root>/.study/jobs/<job>.ray.json``
-    under the task's id (the same on every retry), with where each ran and, at the end, the result
-    (which the driver reads when Ray reports only that the task was cancelled)."""
+    under ``task``, the submission's token (the same on every retry; not Ray's task id, which a
+    new Ray instance deals out again in the same order), with where each ran and, at the end, the
+    result (which the driver reads when Ray reports only that the task was cancelled)."""
     import ray
 
     job = jobs.Job.from_json(record)
     context = ray.get_runtime_context()
-    task, node = context.get_task_id(), context.get_node_id()
+    node = context.get_node_id()
     where = f"{ray.util.get_node_ip_address()}/{node[:8]}"
     path = _attempts_path(job.root, _job_stem(job))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +225,7 @@ def _ray_job(record: dict) -> dict:
 @dataclasses.dataclass
 class _Task:
     job: object
-    task: str            # Ray's task id: the same on every retry
+    task: str            # the submission's token: the same on every retry
     attempt: int = 0     # the last attempt seen starting
     node: str | None = None
     node_id: str | None = None
@@ -290,8 +291,9 @@ class RayEngine:
         return f"ray ({len(nodes)} node(s), {cpus:g} CPUs; started or joined in {self.startup_seconds:.1f} s)"
 
     def submit(self, job, avoid: str | None = None) -> None:  # avoid: the runner's, before Ray retried
-        ref = self.task.remote(job.to_json())
-        self.running[ref] = _Task(job, ref.task_id().hex())
+        token = uuid.uuid4().hex
+        ref = self.task.remote(job.to_json(), token)
+        self.running[ref] = _Task(job, token)
 
     def poll(self, timeout: float) -> list:
         if not self.running:
