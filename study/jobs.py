@@ -115,6 +115,11 @@ def read_state(root: str | Path, kind: str, name: str) -> dict | None:
         return None
 
 
+def mark_submitted(job: Job) -> None:
+    """The driver's record that ``job`` is handed to an engine: no process runs it yet."""
+    _write_state(job, {"state": "submitted", "attempt": 0, "submitted": time.time()})
+
+
 def set_threads(threads: int) -> None:
     """The same TensorFlow thread counts wherever a job runs (Ray sets OMP_NUM_THREADS to a task's
     CPUs; TensorFlow would size its pools by the machine's cores): the intra-op pool splits the

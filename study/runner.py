@@ -221,7 +221,7 @@ def _schedule(engine, todo: list[Job], tally: "_Tally", after=None) -> None:
     while queue or running:
         while queue and len(running) < engine.capacity:
             job = queue.popleft()
-            engine.submit(job)
+            _submit(engine, job)
             running[job.kind, job.name] = job
         for job, result in engine.poll(POLL_SECONDS):
             if isinstance(result, Retrying):  # its process or node died: the engine runs it again
@@ -237,6 +237,14 @@ def _schedule(engine, todo: list[Job], tally: "_Tally", after=None) -> None:
         for job in running.values():
             watch.update(job)
     tally.queued = collections.deque()
+
+
+def _submit(engine, job: Job) -> None:
+    """Hands ``job`` to ``engine`` after replacing the job state an earlier driver left (a killed
+    study's last attempt said "running" on a node that may be gone): lines about where it runs come
+    from this submission's process only."""
+    jobs.mark_submitted(job)
+    engine.submit(job)
 
 
 class _Watch:

@@ -369,3 +369,23 @@ def test_status_gives_the_attack_hours_left_at_the_evaluated_runs_means(tmp_path
     assert "1 run(s) evaluated, about 0.2 h of attacks left (1 table run(s) at 10 min, 1 curve run(s) at 5 min: " \
            "the evaluated runs' means)" in said[-1], said[-1]
 
+
+
+def test_a_restarted_study_says_where_a_job_runs_now_not_where_a_killed_driver_left_it(tmp_path):
+    """A machine lost mid-job leaves its state "running" on a node that is gone; the next driver's
+    line about that job names the node its own submission runs on."""
+    from study.runner import _submit, _Watch
+    from study.evaluations import EvaluationJob
+    from eval.config import EvalConfig
+    work = EvaluationJob(str(tmp_path / "a"), None, None, True, (), EvalConfig(run_dirs=("a",)))
+    job = Job("evaluate", "a", work=work, root=str(tmp_path), cwd=str(tmp_path), threads=1)
+    jobs._write_state(job, {"state": "running", "attempt": 2, "node": "gone/1", "pid": 13549})
+    submitted, lines = [], []
+    engine = type("Engine", (), {"submit": lambda self, j: submitted.append(j)})()
+    _submit(engine, job)
+    watch = _Watch(lines.append)
+    watch.update(job)
+    assert submitted == [job] and lines == []
+    jobs._write_state(job, {"state": "running", "attempt": 1, "node": "here/2", "pid": 7})
+    watch.update(job)
+    assert lines == ["evaluation of a: evaluating on here/2 (pid 7)"]
