@@ -340,7 +340,23 @@ def _spec_report_settings() -> tuple[ReportConfig, EvalConfig]:
     except SpecError as err:
         _fail(str(err))
     from pathlib import Path
-    return spec.report_config(), spec.eval_config(Path(FLAGS.root or ".").absolute())
+    from study.runner import restore_logs
+    root = Path(FLAGS.root or ".").absolute()
+    if spec.report["training_logs"]:  # the committed runs (a fresh checkout, a lost machine) stand as evaluated
+        from study.checks import check_root
+        try:
+            check_root(root)
+        except SpecError as err:
+            _fail(str(err))
+        root.mkdir(parents=True, exist_ok=True)
+        restore_logs(spec, root)
+    evaluation = spec.eval_config(root)
+    source = Path(evaluation.source_run) if evaluation.source_run else None
+    if source and not (source / "config.json").exists():  # a fresh root: only the committed runs are there
+        print(f"{source}: the black-box source is not under --root; the committed evaluations hold their "
+              f"black-box numbers, and a run evaluated here gets none")
+        evaluation = dataclasses.replace(evaluation, source_run=None)
+    return spec.report_config(), evaluation
 
 
 def _study():

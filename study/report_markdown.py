@@ -87,6 +87,9 @@ def _protocol_lines(report: dict, cost: dict, recorded: str) -> list[str]:
         + f"; runs trained at commit {', '.join(p['training_commits'])}, this report made at commit "
         + f"{str(p['report_git'].get('commit'))[:10]}" + (" (with uncommitted changes)" if p["report_git"].get("dirty") else "")
         + ".",
+        *([f"- Rebuilt by `python run.py --mode report --spec {p['study']} --root DIR`: at the study's --root from "
+           f"its cached attacks; at a new DIR (a fresh checkout) from the training logs and evaluation records the "
+           f"spec's `[report] training_logs` holds."] if p.get("study") else []),
     ]
 
 
@@ -303,7 +306,7 @@ def black_box_lines(report: dict) -> list[str]:
     runs = "runs" if len(names) > 1 else "run"
     lines = [f"- Black-box: every attack also crafted on the independent {runs} {', '.join(f'`{n}`' for n in names)} "
              f"and transferred" + ("." if p.get("source_run") else
-                                    " (by the earlier reports that evaluated those runs: this one had no --source_run).")]
+                                    " (by the evaluations this report reused, earlier reports' or committed records: this one had no --source_run).")]
     for name, trainings in report_prior.source_trainings(rows, p).items():
         parts = [f"{', '.join(f'`{r}`' for r in t['runs'])}: " + (
                      f"weights {weights} (training created {t['created']})" if weights else

@@ -73,4 +73,6 @@ def protocol(cfg, dataset, runs, groups, target_spec, target, tolerance, attacks
         "versions": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "training_commits": sorted({str((r.run.config.get("git") or {}).get("commit"))[:10] for r in runs}),
         "report_git": git_state(),
+        # the study spec the runs were trained by (run.py --mode study records it), if one spec trained them all
+        "study": studies.pop() if len(studies := {r.run.config.get("flags", {}).get("study") for r in runs}) == 1 else None,
     }

@@ -298,6 +298,24 @@ def test_a_lost_machine_costs_only_the_runs_without_a_committed_evaluation(studi
 
 
 @pytest.mark.slow
+def test_the_report_rebuilds_from_the_committed_logs_in_a_fresh_root_by_the_command_it_names(studied, tmp_path):
+    """A fresh checkout has only what was committed: the spec's training logs with their evaluation
+    records. The command the report names rebuilds its table from them, without weights or the source."""
+    spec, root, _ = studied
+    fresh = tmp_path / "fresh"
+    made = run_py("--mode", "report", "--spec", str(spec.path), "--root", str(fresh), "--dataset", spec.dataset)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert "the black-box source is not under --root" in made.stdout
+    before, after = (json.loads((r / "report" / "report.json").read_text()) for r in (root, fresh))
+    for group in ("none", "fgm"):
+        for old, new in zip(before["table"][group]["rows"], after["table"][group]["rows"], strict=True):
+            assert new["run"] == old["run"] and new["attacks"] == old["attacks"] and new["match"] == old["match"]
+    assert not (fresh / "none-seed3").exists() and not (fresh / "none-seed0" / rundir.EMA_WEIGHTS_FILE).exists()
+    named = f"`python run.py --mode report --spec {spec.path} --root DIR`"
+    assert named in (fresh / "report" / "report.md").read_text() and named in (root / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_a_failed_evaluation_is_counted_its_dependents_wait_and_no_report_is_made(studied):
     spec, root, _ = studied
     first = "none-seed0"  # Table 2's first run (clean first): its evaluation crafts the source's adversarials
