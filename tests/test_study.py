@@ -370,9 +370,9 @@ def test_a_report_on_a_100_class_dataset_is_set_beside_the_papers_cifar100_table
     assert black["verdict"] == "mixed"  # 0.02 over FGM-AT's (2 SE 0.016), 0.01 over PGD-AT's: inconclusive
     assert found["PGN's median CW-L2 perturbation is larger than FGM-AT's and PGD-AT's (Table 2)."]["verdict"] == \
         "contradicted"
-    for entry in table.values():  # at low benign accuracy the median over all images is 0: no verdict from it
-        for r in entry["rows"]:
-            r["attacks"]["cw"]["white"]["median_l2_all"] = 0.0
+    for entry in table.values():  # at low benign accuracy the median over all images is ~0: no verdict from it
+        for r in entry["rows"]:  # (CIFAR-100 at benign 0.23: 1.49e-5 to 1.50e-5, one run's above another's)
+            r["attacks"]["cw"]["white"]["median_l2_all"] = 1.49e-5 + (1e-7 if entry["label"] == "pgn" else 0.0)
     median = next(c for c in claims.assess(report) if c["claim"].startswith("PGN's median CW-L2"))
     assert median["verdict"] == "cannot be assessed" and "over half the images are misclassified" in median["ours"]
     assert "FGM-AT and PGD-AT end up about equally robust" in " ".join(found)
