@@ -131,8 +131,10 @@ def discover(root: Path) -> tuple[list[StudyRun], list[Path]]:
         run = load_run(run_dir) if weights else TrainedRun(run_dir, config)
         accuracies = epoch_accuracies(run_dir)
         kept = kept_epochs(run_dir) if weights else report_prior.kept_epochs_when_trained(config, accuracies, event)
-        finished.append(StudyRun(run, None, accuracies, kept, finished_early=bool(event.get("early")),
-                                 has_weights=weights))
+        # A run trained to stop at the target is a Table 2 run only, also when it reached it in its
+        # last epoch or never (a study's matching.max_epochs): its length is not the curve's.
+        early = bool(event.get("early") or event.get("stop_at_benign"))
+        finished.append(StudyRun(run, None, accuracies, kept, finished_early=early, has_weights=weights))
     if not finished:
         raise RunDirError(f"--root {root} holds no finished run: train with --mode sweep --root {root} first")
     datasets = {r.run.config["dataset"]["name"] for r in finished}

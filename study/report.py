@@ -153,6 +153,9 @@ def assemble(plan: Plan, results: dict, priors: list, protocol: dict) -> dict:
         protocol["prior_reports"] = [p.record() for p in priors]
     if plan.early:
         protocol["finished_early"] = plan.early
+        longest = max(r.run.settings["train.epochs"] for r in plan.runs if r.finished_early)
+        if longest != protocol["epochs"]:  # a study's matching.max_epochs
+            protocol["finished_early_max_epochs"] = longest
     attack_over_epochs = {key: _attack_over_epochs(min(members, key=lambda r: r.seed))
                           for key, members in plan.table_runs.items()}
     return {"protocol": protocol, "table": table, "curve_points": points,

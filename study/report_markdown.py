@@ -290,7 +290,9 @@ def _provenance_lines(report: dict) -> list[str]:
                      f"gone, their training logs matched them to the same epochs here.")
     if p.get("finished_early"):
         lines.append(f"- Finished early (`--stop_at_benign`): {', '.join(f'`{r}`' for r in p['finished_early'])}, "
-                     f"trained until their benign accuracy reached the target: in Table 2, not in Figures 5 and 2.")
+                     f"trained until their benign accuracy reached the target"
+                     + (f" (for at most {p['finished_early_max_epochs']} epochs)" if p.get("finished_early_max_epochs")
+                        else "") + ": in Table 2, not in Figures 5 and 2.")
     return black_box_lines(report) + lines
 
 

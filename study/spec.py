@@ -3,7 +3,7 @@
     [study]       name, dataset, preset, seeds, curve_seeds
     [training]    any training setting (DataConfig, TrainConfig, RunConfig, the shared defense ones)
     [[arms]]      defense, settings (fixed), sweep (one setting and its values), table (its Table 2 value)
-    [matching]    target, tolerance, stop_at_benign
+    [matching]    target, tolerance, stop_at_benign, max_epochs
     [evaluation]  attacks, test_limit, source ({defense, seed, settings}), any EvalConfig setting
     [report]      curve_test_limit, figure2_epochs, autoattack_complete, prior_reports, training_logs
 
@@ -43,7 +43,7 @@ _REPORT_DEFAULTS = {**{k: getattr(ReportConfig, k) for k in ("curve_test_limit",
                                                              "autoattack_complete")},
                     "prior_reports": [], "training_logs": "", "dataset_label": ReportConfig.dataset_label}
 _MATCHING_DEFAULTS = {"target": ReportConfig.match_benign, "tolerance": ReportConfig.match_tolerance,
-                      "stop_at_benign": RunConfig.stop_at_benign}
+                      "stop_at_benign": RunConfig.stop_at_benign, "max_epochs": 0}
 
 
 class SpecError(ValueError):
@@ -125,6 +125,8 @@ class Spec:
         arm = run.arm or self.source
         values = {**self.training, "dataset": self.dataset, "seed": run.planned.seed,
                   "stop_at_benign": run.stop_at_benign, "run_dir": str(run.planned.run_dir)}
+        if run.stop_at_benign and self.matching["max_epochs"]:
+            values["epochs"] = self.matching["max_epochs"]  # trained on until the target, at most this long
         defense = dict(arm.settings)
         if arm.sweep.name is not None and run.arm is not None:
             (values if arm.sweep.name in _TRAINING_FIELDS else defense)[arm.sweep.name] = run.planned.value
@@ -188,7 +190,7 @@ def load(path: str | Path, dataset: str | None = None) -> Spec:
 
     training = _training(raw, preset, where)
     arms = tuple(_arm(a, f"arms[{i}].", where, training) for i, a in enumerate(_arms(raw, where)))
-    matching = _matching(raw, where, seeds, curve_seeds)
+    matching = _matching(raw, where, seeds, curve_seeds, training.get("epochs", TrainConfig.epochs))
     evaluation, source, source_seed = _evaluation(raw, where, training)
     report = _section(raw, "report", _REPORT_DEFAULTS, where)
     for name in ("curve_test_limit", "figure2_epochs", "autoattack_complete"):
@@ -264,7 +266,7 @@ def _arm(raw: dict, key: str, where: str, training: dict) -> Arm:
     return Arm(defense, settings, sweep, table)
 
 
-def _matching(raw: dict, where: str, seeds, curve_seeds) -> dict:
+def _matching(raw: dict, where: str, seeds, curve_seeds, epochs: int) -> dict:
     section = _section(raw, "matching", _MATCHING_DEFAULTS, where, kinds={"target": (str, float)})
     target = section["target"]
     try:
@@ -278,6 +280,12 @@ def _matching(raw: dict, where: str, seeds, curve_seeds) -> dict:
                         f"matching.target as that number, not {target!r}")
     if not set(curve_seeds) <= set(seeds):
         raise SpecError(f"{where}: study.curve_seeds must be among study.seeds")
+    if section["max_epochs"] and not section["stop_at_benign"]:
+        raise SpecError(f"{where}: matching.max_epochs lengthens the runs that stop at matching.stop_at_benign: "
+                        f"set stop_at_benign too, or drop max_epochs (training.epochs sets every run's length)")
+    if section["max_epochs"] and section["max_epochs"] < epochs:
+        raise SpecError(f"{where}: matching.max_epochs ({section['max_epochs']}) is below training.epochs "
+                        f"({epochs}): the runs that stop at the target may train longer than the others, not less")
     return {**section, "target": _text(target)}
 
 

@@ -575,6 +575,7 @@ def test_a_report_grows_from_an_earlier_one_whose_runs_lost_their_weights(tiny_f
     assert b["protocol"]["prior_reports"] == [{"path": str(prior), "commit": a["protocol"]["report_git"]["commit"][:10],
                                                "runs": ["fgm-eps0.5-seed0", "none-seed0"]}]
     assert b["protocol"]["finished_early"] == ["fgm-eps0.5-seed1", "none-seed1"]
+    assert "finished_early_max_epochs" not in b["protocol"]  # as long as the others: nothing to say
     markdown = (second / report_mode.REPORT_DIR / "report.md").read_text()
     assert "From an earlier report: `fgm-eps0.5-seed0`, `none-seed0` evaluated by" in markdown
     assert "Finished early (`--stop_at_benign`): `fgm-eps0.5-seed1`, `none-seed1`" in markdown

@@ -46,7 +46,19 @@ def test_a_spec_plans_table_seeds_then_curve_values_named_as_sweeps_name_them(tm
     assert configs["train"]["seed"] == 0 and configs["run"]["run_dir"] == str(tmp_path / runs[-1].name)
 
 
+def test_max_epochs_lengthens_only_the_runs_that_stop_at_the_target(tmp_path):
+    # A table seed that has not reached the clean network's accuracy by training.epochs trains on
+    # (the optimizer has no schedule tied to the epoch count); the curve seed keeps its length.
+    spec = load(_spec(tmp_path, MINIMAL.replace("[matching]", "[training]\nepochs = 8\n[matching]\nmax_epochs = 12")))
+    runs = spec.runs(tmp_path)
+    epochs = {r.name: spec.configs(r)["train"]["epochs"] for r in runs}
+    assert epochs == {r.name: (12 if r.stop_at_benign else 8) for r in runs}
+    assert epochs["none-seed0"] == 8 and epochs["none-seed1"] == 12 and epochs["pgn-pgn_grad_scaleunit-c_l0.3-seed0"] == 8
+
+
 @pytest.mark.parametrize("change, fragments", [
+    (("stop_at_benign = 0.72", "max_epochs = 12"), ["matching.max_epochs", "stop_at_benign"]),
+    (("[matching]", "[training]\nepochs = 8\n[matching]\nmax_epochs = 6"), ["matching.max_epochs", "below"]),
     (("[matching]", "[matching]\ncolour = 1"), ["matching.colour"]),
     (("[[arms]]\ndefense = \"none\"", "[[arms]]\ndefense = \"none\"\nsettings = { c_l = 1 }"),
      ["arms[0].settings.c_l", "not a setting of defense none"]),
@@ -101,7 +113,7 @@ def test_the_cpu_full_report_rebuilds_its_committed_numbers(tmp_path, cifar10_jp
     training logs (the weights are long gone) and that report itself (--prior_report), with the
     settings of the stage script's first-look-report, which studies/cpu_full.toml holds."""
     full = load(ROOT / "studies" / "cpu_full.toml")
-    assert full.matching == {"target": "0.72", "tolerance": 0.01, "stop_at_benign": 0.72}
+    assert full.matching == {"target": "0.72", "tolerance": 0.01, "stop_at_benign": 0.72, "max_epochs": 0}
     assert full.evaluation == {"attacks": ("fgm", "mim", "deepfool", "cw", "autoattack"), "test_limit": 1000,
                                "autoattack_version": "custom", "autoattack_attacks": ("apgd-ce", "apgd-t"),
                                "autoattack_curve": (2.0,)}

@@ -356,3 +356,21 @@ def test_stop_at_benign_finishes_early_on_the_full_runs_trajectory(tiny_folder, 
     assert rundir.is_finished(run, 3) and not rundir.finished_event(run, 3).get("early")
     with pytest.raises(ValueError, match="stop_at_benign"):
         RunConfig(stop_at_benign=1.5).validate()
+
+
+def test_a_run_that_never_reaches_stop_at_benign_stays_a_table_run(tiny_folder, tmp_path):
+    # Trained to its last epoch without reaching the target (a study's matching.max_epochs): its log
+    # says what it aimed at, so a report compares it in Table 2 and draws no curve point for it.
+    from study.plan import discover
+    run = tmp_path / "root" / "never"
+    result = _train(tiny_folder, run, epochs=1, stop_at_benign=1.0)
+    assert result.finished and not result.finished_early
+    event = rundir.finished_event(run, 1)
+    assert event["stop_at_benign"] == 1.0 and not event.get("early") and rundir.is_finished(run, 1, 1.0)
+    (found,), _ = discover(tmp_path / "root")
+    assert found.finished_early
+    plain = tmp_path / "plain" / "full"
+    _train(tiny_folder, plain, epochs=1)
+    assert "stop_at_benign" not in rundir.finished_event(plain, 1)
+    (found,), _ = discover(tmp_path / "plain")
+    assert not found.finished_early

@@ -270,7 +270,10 @@ class _Session:
                     epoch_records += self._epochs(log, say, start_step, show_progress)
             step = int(self.step.numpy())
             if step >= self.total_steps:
-                log.event(step, "finished", {"epochs": self.train_cfg.epochs})
+                # Trained with --stop_at_benign to the end without reaching it: still a run meant for
+                # Table 2 only (its length is the study's max_epochs, not the curve's).
+                aimed = {"stop_at_benign": self.run_cfg.stop_at_benign} if self.run_cfg.stop_at_benign else {}
+                log.event(step, "finished", {"epochs": self.train_cfg.epochs, **aimed})
             elif not already and epoch_records and self._reached_benign(epoch_records[-1]):
                 last = epoch_records[-1]
                 early = True
