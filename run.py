@@ -26,7 +26,7 @@ from study.options import Options as StudyOptions  # noqa: E402
 from training.config import DefenseConfig, RunConfig, TrainConfig  # noqa: E402
 from training.defenses import NAMES as DEFENSE_NAMES, SETTINGS as DEFENSE_SETTINGS  # noqa: E402
 from training.defenses.settings import declared_fields  # noqa: E402
-from training import native_stderr  # noqa: E402
+from training import native_stderr, rundir  # noqa: E402
 
 MODES = ("train", "eval", "sweep", "report", "study")
 EXIT_BAD_INPUT = 2
@@ -352,7 +352,7 @@ def _spec_report_settings() -> tuple[ReportConfig, EvalConfig]:
         restore_logs(spec, root)
     evaluation = spec.eval_config(root)
     source = Path(evaluation.source_run) if evaluation.source_run else None
-    if source and not (source / "config.json").exists():  # a fresh root: only the committed runs are there
+    if source and not (source / rundir.CONFIG_FILE).exists():  # a fresh root: only the committed runs are there
         print(f"{source}: the black-box source is not under --root; the committed evaluations hold their "
               f"black-box numbers, and a run evaluated here gets none")
         evaluation = dataclasses.replace(evaluation, source_run=None)

@@ -165,17 +165,24 @@ class LocalEngine:
         deadline, out = time.monotonic() + timeout, []
         while self.running and time.monotonic() < deadline:
             out += [(job, r) for job, r in self.poll(1.0) if not isinstance(r, Retrying)]
-        for process in self.running:
+        for process, (job, _) in list(self.running.items()):  # deaf to the stop: killed, and said so
             process.kill()
+            process.wait()
+            state = jobs.read_state(job.root, job.kind, job.name) or {}
+            out.append((job, _stopped(job, state.get("node"), unanswered=timeout)))
+        self.running.clear()
         return out
 
     def close(self) -> None:
         pass
 
 
-def _stopped(job, node: str | None) -> dict:
-    """The result of a job stopped without one of its own: a run, at its last checkpoint."""
+def _stopped(job, node: str | None, unanswered: float | None = None) -> dict:
+    """The result of a job stopped without one of its own: a run, at its last checkpoint.
+    ``unanswered``: the seconds it was given to stop before it was ended (without a new checkpoint)."""
     result = {"outcome": "stopped", "error": "interrupted", "node": node}
+    if unanswered is not None:
+        result["unanswered"] = unanswered
     if job.kind == "train":
         from study.sweep import progress
         result["step"] = progress(job.run_dir, job.epochs, job.work.run.stop_at_benign)["step"]
@@ -195,6 +202,15 @@ def _exit_text(code: int | None) -> str:
 
 def _attempts_path(root: str, stem: str) -> Path:
     return Path(root) / jobs.STATE_DIR / "jobs" / f"{stem}.ray.json"
+
+
+def answer_ray_cancel() -> None:
+    """Ray stops a running task with ``_thread.interrupt_main()``, which does nothing where SIGINT
+    is ignored: in every process of a study started in the background (`cmd &` in a script), the
+    Ray instance it starts and its workers included. Python's own handler makes it a
+    KeyboardInterrupt again, which training answers with a checkpoint."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _ray_job(record: dict, task: str) -> dict:
@@ -217,6 +233,7 @@ def _ray_job(record: dict, task: str) -> dict:
     _write_json(path, mine)
     if not os.path.isdir(job.cwd):  # a node without the driver's working directory (paths sent are absolute)
         job = dataclasses.replace(job, cwd=job.root)
+    answer_ray_cancel()
     result = jobs.run_job(dataclasses.replace(job, attempt=attempt), node=where, node_id=node)
     _write_json(path, {**mine, "result": result})
     return result
@@ -343,6 +360,10 @@ class RayEngine:
         deadline, out = time.monotonic() + STOP_WAIT_SECONDS, []
         while self.running and time.monotonic() < deadline:
             out += [(job, r) for job, r in self.poll(1.0) if not isinstance(r, Retrying)]
+        for ref, task in list(self.running.items()):  # deaf to the cancel: its worker is killed, and said so
+            self.ray.cancel(ref, force=True)
+            out.append((task.job, _stopped(task.job, task.node, unanswered=STOP_WAIT_SECONDS)))
+        self.running.clear()
         return out
 
     def close(self) -> None:

@@ -144,7 +144,12 @@ def _evaluations(spec: Spec, root: Path, base: dict) -> tuple[list[Job], int]:
     cfg, options = spec.eval_config(root), spec.report_config()
     plan = make_plan(str(root), cfg.source_run, options.match_benign, options.match_tolerance,
                      options.figure2_epochs, table_names=options.table_runs)
-    work = jobs_for(plan, cfg, options.curve_test_limit, options.autoattack_complete)
+    # A run its own config.json calls finished may still have epochs to train by the spec (a
+    # longer matching.max_epochs): evaluated then, it would be read while it trains.
+    training = {run.name for run in spec.runs(root)
+                if not is_finished(run.planned.run_dir, spec.configs(run)["train"]["epochs"], run.stop_at_benign)}
+    work = [w for w in jobs_for(plan, cfg, options.curve_test_limit, options.autoattack_complete)
+            if w.name not in training]
     todo = [Job("evaluate", w.name, work=w, **base) for w in work if stored_key(root, w.name) != w.key()]
     return todo, len(work) - len(todo)
 
@@ -319,11 +324,14 @@ def _ended_text(job: Job, result: dict, outcome: str) -> str:
     where = f" on {result['node']}" if result.get("node") else ""
     if outcome == "failed":
         return f"failed{where}: {result.get('error')}"
+    lost = "what it trained since that checkpoint" if job.kind == "train" else "the attack it was running"
+    deaf = (f" (it did not stop within {result['unanswered']:.0f} s and was ended: {lost} is lost)"
+            if result.get("unanswered") is not None and outcome == "stopped" else "")
     if outcome == "stopped" and job.kind == "train":
         at = f"at step {result['step']}" if result.get("step") else "before its first checkpoint"
-        return f"stopped{where} {at}; the same command resumes it"
+        return f"stopped{where} {at}{deaf}; the same command resumes it"
     if outcome == "stopped":  # an evaluation keeps every attack it finished in the run's cache
-        return f"stopped{where}; the same command runs it again, reusing the attacks it finished"
+        return f"stopped{where}{deaf}; the same command runs it again, reusing the attacks it finished"
     if outcome == "not started":
         return "not started" + (f" ({result['error']})" if result.get("error") else "") + "; the same command runs it"
     extra = f" from step {result['resumed_from']}" if outcome == "resumed" else ""

@@ -274,6 +274,22 @@ def test_with_a_fixed_target_each_run_is_evaluated_soon_after_it_trains_and_its_
 
 
 @pytest.mark.slow
+def test_a_run_the_spec_trains_further_is_not_evaluated_while_it_trains(studied, tmp_path):
+    """A run whose own config.json says finished, but which the spec trains longer (a longer
+    matching.max_epochs, or training.epochs): evaluating it then would read weights being trained."""
+    import shutil
+    from study import runner
+    spec, root, _ = studied
+    copy = shutil.copytree(root, tmp_path / "root")
+    record_path(copy, "fgm-eps1-seed0").unlink()  # its evaluation is due again
+    base = dict(root=str(copy), cwd=str(tmp_path), threads=1)
+    todo, done = runner._evaluations(spec, copy, base)
+    assert [j.name for j in todo] == ["fgm-eps1-seed0"] and done == 2
+    longer = load(_write(tmp_path, spec.path.read_text().replace("epochs = 2", "epochs = 3")), dataset=spec.dataset)
+    assert runner._evaluations(longer, copy, base) == ([], 0)
+
+
+@pytest.mark.slow
 def test_a_lost_machine_costs_only_the_runs_without_a_committed_evaluation(studied, tmp_path):
     """A new machine, an empty root: the runs whose log and evaluation record were committed
     (``[report] training_logs``) are restored as finished, weightless runs and keep their numbers;

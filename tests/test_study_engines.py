@@ -210,9 +210,12 @@ def test_ray_tasks_get_the_drivers_code_and_are_placed_like_any_task(cluster, tm
     assert options["scheduling_strategy"] == "SPREAD" and options["max_calls"] == 1
 
 
-def test_ctrl_c_under_ray_says_each_jobs_true_state(tiny_folder, cluster, tmp_path):
-    """Three runs on two single-CPU nodes: Ctrl-C once one has checkpointed an epoch. A run that was
-    training is "stopped at step N" (its checkpoint's step), the one Ray still queued "not started"."""
+def test_a_stop_under_ray_says_each_jobs_true_state_also_for_a_study_started_in_the_background(
+        tiny_folder, cluster, tmp_path):
+    """Three runs on two single-CPU nodes: `kill` once one has checkpointed an epoch. A run that was
+    training is "stopped at step N" (its checkpoint's step), the one Ray still queued "not started".
+    The driver is started as `cmd &` in a script starts it, with SIGINT ignored (the next test: the
+    workers of a Ray instance it starts inherit that)."""
     spec = tmp_path / "three.toml"
     spec.write_text(SPEC.replace("seeds = [0]", "seeds = [0, 1, 2]").replace(
         "[[arms]]\ndefense = \"fgm\"\nsweep = { eps = [0.5] }\n", ""))
@@ -221,14 +224,15 @@ def test_ctrl_c_under_ray_says_each_jobs_true_state(tiny_folder, cluster, tmp_pa
     driver = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--mode", "study", "--spec", str(spec),
                                "--root", str(root), "--dataset", f"folder:{tiny_folder}", "--engine", "ray",
                                "--ray_address", cluster.address], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                              stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline, first = time.monotonic() + 300, None
         while first is None and time.monotonic() < deadline and driver.poll() is None:
             first = next((n for n in (f"none-seed{s}" for s in range(3)) if _epochs(root / n)), None)
             time.sleep(0.05)
         assert first, "no run trained an epoch"
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(signal.SIGTERM)
         out, _ = driver.communicate(timeout=300)
     finally:
         driver.kill()
@@ -236,9 +240,96 @@ def test_ctrl_c_under_ray_says_each_jobs_true_state(tiny_folder, cluster, tmp_pa
     lines = out.splitlines()
     stopped = [line for line in lines if f"run {first}: stopped on " in line]
     assert len(stopped) == 1 and stopped[0].endswith("; the same command resumes it"), out[-3000:]
+    assert "did not stop within" not in out, out[-3000:]  # it saved its checkpoint when told
     step = int(stopped[0].split(" at step ")[1].split(";")[0])
     assert step >= max(_starts(root / first) + [1]) and step in _checkpoint_steps(root / first)
     assert sum("not started; the same command runs it" in line for line in lines) == 1, out[-3000:]
+
+
+def test_a_job_answers_rays_cancel_in_a_ray_instance_started_with_sigint_ignored(tmp_path):
+    """A study started in the background (`cmd &` in a script: SIGINT ignored) starts its Ray
+    instance with SIGINT ignored in every worker, where Ray's cancel (``_thread.interrupt_main``)
+    does nothing: its jobs trained on through the stop and were killed without a checkpoint. A
+    job first gives SIGINT back to Python (``answer_ray_cancel``)."""
+    script = f"""
+import os, pathlib, signal, time, ray
+from study import engines
+def job(answer, flag):
+    if answer:
+        engines.answer_ray_cancel()
+    pathlib.Path(flag + ".started").touch()
+    try:
+        for _ in range(600):
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pathlib.Path(flag).touch()
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+try:
+    task = ray.remote(num_cpus=1, max_retries=0)(job)
+    refs = [task.remote(answer, os.path.join({str(tmp_path)!r}, str(answer))) for answer in (True, False)]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(os.path.exists(os.path.join({str(tmp_path)!r}, f"{{a}}.started"))
+                                                  for a in (True, False)):
+        time.sleep(0.1)
+    for ref in refs:
+        ray.cancel(ref, force=False)
+    time.sleep(10)
+finally:
+    ray.shutdown()
+"""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), RAY_ADDRESS="")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "True.started").exists() and (tmp_path / "False.started").exists(), done.stderr[-3000:]
+    assert (tmp_path / "True").exists()        # answered the cancel
+    assert not (tmp_path / "False").exists()   # without it, the cancel never arrives: why the job needs it
+
+
+def test_a_job_deaf_to_the_stop_is_ended_and_reported_by_either_engine(cluster, tmp_path, monkeypatch):
+    """A job that does not answer the stop within STOP_WAIT_SECONDS (a long attack in one graph, a
+    worker that never saw the signal) is ended with the engine, and the summary says so by name
+    instead of leaving it out ("0 stopped")."""
+    from eval.config import EvalConfig
+    from study import engines
+    from study.evaluations import EvaluationJob
+    from study.runner import _Tally
+
+    monkeypatch.setattr(engines, "STOP_WAIT_SECONDS", 1.0)
+    base = dict(root=str(tmp_path), cwd=str(tmp_path), threads=1)
+    work = EvaluationJob(str(tmp_path / "a"), None, None, True, (), EvalConfig(run_dirs=("a",)))
+    job = jobs.Job("evaluate", "a", work=work, **base)
+    deaf = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('deaf', flush=True)\n" \
+           "try:\n    time.sleep(300)\nexcept KeyboardInterrupt:\n    time.sleep(300)\n"
+
+    local = engines.LocalEngine(tmp_path)
+    process = subprocess.Popen([sys.executable, "-c", deaf], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "deaf"  # past its handler: SIGTERM is ignored
+    local.running[process] = (job, tmp_path / "result.json")
+    (ended,) = local.stop()
+    assert process.poll() is not None and not local.running
+    ray_engine = engines.RayEngine(tmp_path, cluster.address, 1, 0)
+    try:
+        def sleeper(code):
+            exec(code)
+        ref = ray_engine.ray.remote(num_cpus=1, max_retries=0)(sleeper).remote(deaf)
+        time.sleep(5)  # started
+        ray_engine.running[ref] = engines._Task(job, "token")
+        (ray_ended,) = ray_engine.stop()
+        assert not ray_engine.running
+        with pytest.raises(ray_engine.ray.exceptions.RayError):  # killed (force), not left running
+            ray_engine.ray.get(ref, timeout=60)
+    finally:
+        ray_engine.close()
+    for engine_job, result in (ended, ray_ended):
+        lines = []
+        assert engine_job is job and result["outcome"] == "stopped" and result["unanswered"] == 1.0
+        tally = _Tally(lines.append, 1)
+        tally.ended(job, result)
+        tally.summary(1.0)
+        assert lines[0].startswith("evaluation of a: stopped") and "did not stop within 1 s and was ended: the " \
+            "attack it was running is lost" in lines[0]
+        assert "0 evaluated, 0 failed, 1 stopped" in lines[-1]
 
 
 def _checkpoint_steps(run_dir: Path) -> set[int]:
