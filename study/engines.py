@@ -402,9 +402,12 @@ def runtime_env(folder: Path) -> dict:
     and needs no checkout. A working directory, not ``py_modules``: with one, Ray does not put the
     driver's own directory first on every worker's path (where a node holding another checkout at
     the same path would import that one)."""
+    from training import rundir
     for name in PACKAGES:
         shutil.copytree(Path(PROJECT_ROOT) / name, Path(folder) / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # The copy has no .git: each run's config.json records the driver's commit from this instead.
+    (Path(folder) / rundir.GIT_STATE_FILE).write_text(json.dumps(rundir.git_state()))
     return {"working_dir": str(folder)}
 
 

@@ -192,11 +192,13 @@ def test_ray_tasks_get_the_drivers_code_and_are_placed_like_any_task(cluster, tm
 
     def where():
         import study.jobs
-        return study.jobs.__file__, os.environ.get("PYTHONPATH", ""), [p for p in sys.path if p == str(ROOT)]
+        from training.rundir import git_state
+        return study.jobs.__file__, os.environ.get("PYTHONPATH", ""), [p for p in sys.path if p == str(ROOT)], \
+            git_state()
 
     engine = engines.RayEngine(tmp_path, cluster.address, 1, 0)
     try:
-        path, pythonpath, on_path = engine.ray.get(engine.ray.remote(num_cpus=1)(where).remote(), timeout=300)
+        path, pythonpath, on_path, git = engine.ray.get(engine.ray.remote(num_cpus=1)(where).remote(), timeout=300)
         options = engine.task._default_options
         # as many jobs at once as the nodes have CPUs for: the study queues the rest itself, so an
         # evaluation queued as its run finishes goes ahead of the training still to do
@@ -205,6 +207,7 @@ def test_ray_tasks_get_the_drivers_code_and_are_placed_like_any_task(cluster, tm
         engine.close()
     assert slots == 2  # two one-CPU nodes (the head has none)
     assert not path.startswith(str(ROOT)) and "runtime_resources" in path, path
+    assert git == rundir.git_state()  # a run's config.json names the driver's commit, though the copy has no .git
     assert str(ROOT) not in pythonpath.split(os.pathsep) and not on_path
     assert options["max_retries"] == engines.MAX_ATTEMPTS - 1 and options["retry_exceptions"] is False
     assert options["scheduling_strategy"] == "SPREAD" and options["max_calls"] == 1

@@ -32,6 +32,7 @@ CHECKPOINTS_DIR = "checkpoints"
 EPOCHS_DIR = "epochs"  # <run_dir>/epochs/epoch-NNN.weights.h5: kept EMA classifiers (--keep_checkpoints)
 TENSORBOARD_DIR = "tensorboard"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+GIT_STATE_FILE = "git_state.json"  # in a copy of the code without .git: the commit it was copied at
 # Settings that may change between the parts of one run without changing what it learns.
 RESUMABLE_CHANGES = frozenset({"train.epochs"})
 PACKAGES = ("tensorflow", "keras", "cleverhans", "tensorflow-datasets", "numpy", "absl-py")
@@ -351,6 +352,8 @@ def package_versions() -> dict:
 
 
 def git_state() -> dict:
+    """{"commit", "dirty"} of the code running: the checkout's, or, in a copy of the code without
+    one (a Ray task's working directory), what the copy recorded of the checkout it came from."""
     def git(*args):
         result = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                 timeout=10)
@@ -359,7 +362,9 @@ def git_state() -> dict:
         commit = git("rev-parse", "HEAD")
         status = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        commit = status = None
+    if commit is None and (PROJECT_ROOT / GIT_STATE_FILE).exists():
+        return json.loads((PROJECT_ROOT / GIT_STATE_FILE).read_text())
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
