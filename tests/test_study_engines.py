@@ -276,7 +276,10 @@ try:
         time.sleep(0.1)
     for ref in refs:
         ray.cancel(ref, force=False)
-    time.sleep(10)
+    deadline = time.monotonic() + 120  # however loaded the machine: until the answering one is seen to answer
+    while time.monotonic() < deadline and not os.path.exists(os.path.join({str(tmp_path)!r}, "True")):
+        time.sleep(0.1)
+    time.sleep(5)  # both cancels were sent together: the other had as long
 finally:
     ray.shutdown()
 """
