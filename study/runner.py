@@ -80,12 +80,11 @@ def _run(spec: Spec, root: Path, engine, tally: "_Tally", threads: int, say) -> 
     checks.check_recorded(spec, root, runs)
     todo, train = [], []
     for run in runs:
-        configs = spec.configs(run)
-        if is_finished(run.planned.run_dir, configs["train"]["epochs"], run.stop_at_benign):
+        if _finished(spec, run):
             tally.skipped += 1
             continue
         train.append(run)
-        todo.append(Job("train", run.name, work=TrainWork.from_json(configs), **base))
+        todo.append(Job("train", run.name, work=TrainWork.from_json(spec.configs(run)), **base))
     hours, unknown = checks.planned_hours(spec, root, train)
     say(f"training: {len(todo)} run(s) to train, {tally.skipped} finished")
     if todo and unknown == len(todo):
@@ -144,14 +143,18 @@ def _evaluations(spec: Spec, root: Path, base: dict) -> tuple[list[Job], int]:
     cfg, options = spec.eval_config(root), spec.report_config()
     plan = make_plan(str(root), cfg.source_run, options.match_benign, options.match_tolerance,
                      options.figure2_epochs, table_names=options.table_runs)
-    # A run its own config.json calls finished may still have epochs to train by the spec (a
-    # longer matching.max_epochs): evaluated then, it would be read while it trains.
-    training = {run.name for run in spec.runs(root)
-                if not is_finished(run.planned.run_dir, spec.configs(run)["train"]["epochs"], run.stop_at_benign)}
+    # A run the spec still trains (see _finished) would be read while it trains.
+    training = {run.name for run in spec.runs(root) if not _finished(spec, run)}
     work = [w for w in jobs_for(plan, cfg, options.curve_test_limit, options.autoattack_complete)
             if w.name not in training]
     todo = [Job("evaluate", w.name, work=w, **base) for w in work if stored_key(root, w.name) != w.key()]
     return todo, len(work) - len(todo)
+
+
+def _finished(spec: Spec, run) -> bool:
+    """Whether ``run`` has trained all the spec asks of it (its own config.json may say less: a
+    longer ``matching.max_epochs`` trains it on)."""
+    return is_finished(run.planned.run_dir, spec.configs(run)["train"]["epochs"], run.stop_at_benign)
 
 
 class _EarlyEvaluations:
@@ -165,8 +168,7 @@ class _EarlyEvaluations:
         self.running = False
         source = spec.source_name()
         self.source = (root / source) if source else None
-        self.epochs = {run.name: (run.planned.run_dir, spec.configs(run)["train"]["epochs"], run.stop_at_benign)
-                       for run in spec.runs(root)}
+        self.runs = {run.name: run for run in spec.runs(root)}
 
     def after(self, job: Job, result) -> list[Job]:
         """Called as each job ends: the next evaluation to run, if one is ready."""
@@ -181,7 +183,7 @@ class _EarlyEvaluations:
 
     def next(self) -> list[Job]:
         """The next evaluation to run: none while one runs, or before the black-box source finished."""
-        if self.running or (self.source is not None and not is_finished(*self.epochs[self.source.name])):
+        if self.running or (self.source is not None and not _finished(self.spec, self.runs[self.source.name])):
             return []
         try:
             todo, _ = _evaluations(self.spec, self.root, self.base)
